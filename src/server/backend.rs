@@ -1,0 +1,769 @@
+//! The backend side: opening connections, logging in (relaying a client's
+//! login, or PgGate's own with the credentials file), bringing session
+//! parameters to the linked client's values, passing results through to the
+//! client by header only, and noticing ReadyForQuery. State changes of a
+//! backend connection happen here and in `pool.rs`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::auth::{self, ScramClient, ScramCredential};
+use crate::protocol::{self, auth_code, backend as tag, write};
+
+use super::conn::{Backend, BackendState, ClientState, Login, Params};
+use super::worker::{backend_token, write_or_buffer, TimerKind, Worker, OUTPUT_HIGH_WATER};
+
+/// Backend messages during login and resets are small; anything larger than
+/// this before ReadyForQuery is a protocol violation.
+const MAX_CONTROL_MESSAGE: usize = 1 << 20;
+
+/// One complete message at the start of `buf`: (tag, frame length).
+fn whole_frame(buf: &[u8]) -> Result<Option<(u8, usize)>, String> {
+    match protocol::parse_header(buf, MAX_CONTROL_MESSAGE) {
+        Ok(Some(h)) if buf.len() >= h.frame_len() => Ok(Some((h.tag, h.frame_len()))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(format!("invalid message from server: {e}")),
+    }
+}
+
+impl Worker {
+    /// Starts a connection to backend `index`. The startup packet is sent once
+    /// the TCP connect completes.
+    pub fn open_backend(
+        &mut self,
+        index: usize,
+        pools: Arc<super::shared::UserPools>,
+        login: Login,
+        startup: Vec<u8>,
+        for_client: Option<(usize, u64)>,
+    ) -> Result<usize, String> {
+        let addr = self.shared.backends[index].addr;
+        let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let generation = self.generation();
+        let entry = self.backends.vacant_entry();
+        let key = entry.key();
+        self.poll
+            .registry()
+            .register(
+                &mut sock,
+                backend_token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        entry.insert(Backend {
+            sock,
+            generation,
+            state: BackendState::Connecting,
+            login,
+            index,
+            pools,
+            counted: false,
+            rbuf: Vec::new(),
+            wbuf: startup,
+            skip: 0,
+            key: None,
+            baseline: Params::default(),
+            applied: Params::default(),
+            pending_applied: None,
+            sync_error: None,
+            client: for_client,
+            tx_status: b'I',
+            cancel_sent: false,
+            dirty: false,
+            created: now,
+            idle_since: now,
+            eof: false,
+            read_paused: false,
+        });
+        let timeout = self.config.pool.connect_timeout;
+        self.add_timer(timeout, TimerKind::Connect, key, generation);
+        Ok(key)
+    }
+
+    /// Opens one of PgGate's own connections for a waiting client. The caller
+    /// has reserved a pool slot.
+    pub fn open_own(&mut self, ck: usize, index: usize, reserved: &Arc<super::shared::UserPools>) {
+        let Some(s) = self.clients.get(ck).and_then(|c| c.session.as_ref()) else {
+            reserved.per_backend[index].release_slot();
+            return;
+        };
+        let generation = self.clients.get(ck).map(|c| c.generation).unwrap_or(0);
+        let pools = s.pools.clone();
+        let mut startup = Vec::new();
+        write::startup_message(
+            &mut startup,
+            [("user", s.user.as_str()), ("database", s.database.as_str())],
+        );
+        match self.open_backend(
+            index,
+            pools.clone(),
+            Login::Own { scram: None },
+            startup,
+            Some((ck, generation)),
+        ) {
+            Ok(bk) => {
+                if let Some(b) = self.backends.get_mut(bk) {
+                    b.counted = true;
+                }
+            }
+            Err(e) => {
+                pools.per_backend[index].release_slot();
+                self.own_connect_failed_for(ck, generation, index, &e, false);
+            }
+        }
+    }
+
+    pub fn connect_timeout(&mut self, bk: usize, generation: u64) {
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        if b.generation != generation {
+            return;
+        }
+        if matches!(
+            b.state,
+            BackendState::Connecting | BackendState::Authenticating
+        ) {
+            self.backend_connect_failed(bk, "timeout expired (pool.connect_timeout)");
+        }
+    }
+
+    /// Handles what a backend sent, according to its state.
+    pub fn backend_input(&mut self, bk: usize) {
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        let result = match b.state {
+            BackendState::Connecting => Ok(()),
+            BackendState::Authenticating => match b.login {
+                Login::Relay { client } => self.relay_login_input(bk, client),
+                Login::Own { .. } => self.own_login_input(bk),
+            },
+            BackendState::Syncing => self.sync_input(bk),
+            BackendState::Linked => self.linked_input(bk),
+            BackendState::Idle | BackendState::Held => self.idle_input(bk),
+            BackendState::Resetting { .. } => self.reset_input(bk),
+        };
+        if let Err(e) = result {
+            self.backend_lost(bk, &e);
+        }
+    }
+
+    /// Relays the server's side of a client's login.
+    fn relay_login_input(&mut self, bk: usize, ck: usize) -> Result<(), String> {
+        loop {
+            let Some(b) = self.backends.get_mut(bk) else {
+                return Ok(());
+            };
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            let frame: Vec<u8> = b.rbuf.drain(..len).collect();
+            let body = &frame[5..];
+            match t {
+                tag::AUTHENTICATION => {
+                    let (code, payload) =
+                        protocol::parse_auth_request(body).ok_or("invalid authentication request")?;
+                    if code == auth_code::SASL {
+                        // Channel binding cannot cross a proxy: never offer -PLUS.
+                        let Some(list) = auth::without_plus(payload) else {
+                            self.fatal(
+                                ck,
+                                "28000",
+                                "the server offers only SASL mechanisms that need channel binding, \
+                                 which cannot pass through a proxy",
+                            );
+                            self.close_backend(bk, "no usable SASL mechanism");
+                            return Ok(());
+                        };
+                        let mut out = Vec::new();
+                        write::authentication(&mut out, code, &list);
+                        self.send_client(ck, &out);
+                    } else {
+                        self.send_client(ck, &frame);
+                    }
+                }
+                tag::ERROR_RESPONSE => {
+                    // PostgreSQL's own words (e.g. 28P01) reach the client unchanged.
+                    self.send_client(ck, &frame);
+                    self.close_backend(bk, "login refused");
+                    self.finish_client_after_error(ck);
+                    return Ok(());
+                }
+                tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE => {
+                    self.send_client(ck, &frame);
+                }
+                tag::BACKEND_KEY_DATA => {
+                    b.key = protocol::parse_backend_key_data(body);
+                    let key = self
+                        .clients
+                        .get(ck)
+                        .and_then(|c| c.session.as_ref())
+                        .map(|s| s.key);
+                    if let Some((pid, secret)) = key {
+                        let mut out = Vec::new();
+                        write::backend_key_data(&mut out, pid, secret);
+                        self.send_client(ck, &out);
+                    }
+                }
+                tag::NEGOTIATE_PROTOCOL_VERSION => {}
+                tag::READY_FOR_QUERY => {
+                    self.send_client(ck, &frame);
+                    self.relay_login_done(bk, ck);
+                    return Ok(());
+                }
+                t => return Err(format!("unexpected message type {t} from server during login")),
+            }
+        }
+    }
+
+    /// Sends a final error already queued to the client and closes it.
+    fn finish_client_after_error(&mut self, ck: usize) {
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.state = ClientState::Closing;
+            c.read_paused = true;
+            if c.wbuf.is_empty() {
+                self.close_client(ck, "login refused");
+            }
+        }
+    }
+
+    /// The client is logged in. Its relay connection joins the pool if there is
+    /// room (logins never wait behind busy transactions), else it is closed.
+    fn relay_login_done(&mut self, bk: usize, ck: usize) {
+        let params = self
+            .clients
+            .get(ck)
+            .and_then(|c| c.session.as_ref())
+            .map(|s| s.params.clone());
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.state = ClientState::Ready;
+        }
+        let cap = self.config.pool.size;
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        b.login = Login::Own { scram: None };
+        let params = params.unwrap_or_default();
+        b.baseline = params.clone();
+        b.applied = params;
+        b.client = None;
+        b.state = BackendState::Idle;
+        if b.pools.per_backend[b.index].try_reserve(cap) {
+            b.counted = true;
+            self.put_idle(bk);
+        } else {
+            self.close_backend(bk, "pool full after login");
+        }
+        self.client_input(ck);
+    }
+
+    /// PgGate's own login with the credentials file.
+    fn own_login_input(&mut self, bk: usize) -> Result<(), String> {
+        loop {
+            let Some(b) = self.backends.get_mut(bk) else {
+                return Ok(());
+            };
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            let frame: Vec<u8> = b.rbuf.drain(..len).collect();
+            let body = &frame[5..];
+            match t {
+                tag::AUTHENTICATION => {
+                    let (code, payload) =
+                        protocol::parse_auth_request(body).ok_or("invalid authentication request")?;
+                    if code == auth_code::OK {
+                        continue;
+                    }
+                    let info = &self.shared.backends[b.index];
+                    let user = b.pools.user.clone();
+                    let password = self
+                        .shared
+                        .password_for(info, &b.pools.database, &user)
+                        .map(str::to_string);
+                    let mut out = Vec::new();
+                    match code {
+                        auth_code::CLEARTEXT | auth_code::MD5 | auth_code::SASL
+                            if password.is_none() =>
+                        {
+                            self.own_login_failed(
+                                bk,
+                                &format!("no password for user \"{user}\" in auth.credentials_file"),
+                                true,
+                            );
+                            return Ok(());
+                        }
+                        auth_code::CLEARTEXT => {
+                            write::password_message(&mut out, password.as_deref().unwrap_or(""));
+                        }
+                        auth_code::MD5 => {
+                            let salt: [u8; 4] = payload
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or("invalid MD5 salt")?;
+                            let resp = auth::md5::password_response(
+                                &user,
+                                password.as_deref().unwrap_or(""),
+                                salt,
+                            );
+                            write::password_message(&mut out, &resp);
+                        }
+                        auth_code::SASL => {
+                            let mechs = auth::mechanisms(payload).map_err(|e| e.to_string())?;
+                            if !mechs.iter().any(|m| m == auth::sasl::SCRAM_SHA_256) {
+                                return Err(format!("server offers no supported SASL mechanism: {mechs:?}"));
+                            }
+                            let scram = ScramClient::new(ScramCredential::Password(
+                                password.unwrap_or_default(),
+                            ))
+                            .map_err(|e| e.to_string())?;
+                            write::sasl_initial_response(
+                                &mut out,
+                                auth::sasl::SCRAM_SHA_256,
+                                &scram.client_first_message(),
+                            );
+                            b.login = Login::Own {
+                                scram: Some(Box::new(scram)),
+                            };
+                        }
+                        auth_code::SASL_CONTINUE => {
+                            let Login::Own { scram: Some(scram) } = &mut b.login else {
+                                return Err("unexpected SASL continue".into());
+                            };
+                            let reply = scram
+                                .handle_server_first(payload)
+                                .map_err(|e| format!("SCRAM: {e}"))?;
+                            write::sasl_response(&mut out, &reply);
+                        }
+                        auth_code::SASL_FINAL => {
+                            let Login::Own { scram: Some(scram) } = &b.login else {
+                                return Err("unexpected SASL final".into());
+                            };
+                            scram
+                                .verify_server_final(payload)
+                                .map_err(|e| format!("SCRAM: {e}"))?;
+                        }
+                        other => {
+                            return Err(format!("unsupported authentication request {other}"));
+                        }
+                    }
+                    if !out.is_empty() && !self.send_backend(bk, &out) {
+                        return Err("could not write to server".into());
+                    }
+                }
+                tag::ERROR_RESPONSE => {
+                    let f = protocol::parse_error_fields(body);
+                    self.own_login_failed(bk, &f.message, false);
+                    return Ok(());
+                }
+                tag::BACKEND_KEY_DATA => b.key = protocol::parse_backend_key_data(body),
+                tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+                tag::READY_FOR_QUERY => {
+                    self.own_login_done(bk);
+                    return Ok(());
+                }
+                t => return Err(format!("unexpected message type {t} from server during login")),
+            }
+        }
+    }
+
+    fn own_login_done(&mut self, bk: usize) {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        b.state = BackendState::Idle;
+        b.login = Login::Own { scram: None };
+        let waiting = b.client.take();
+        let index = b.index;
+        if let Some((ck, generation)) = waiting {
+            if self.client_waits_for(ck, generation, index) {
+                self.link_and_go(ck, bk);
+                return;
+            }
+        }
+        self.put_idle(bk);
+    }
+
+    /// Whether client `ck` (of this generation) is waiting for backend `index`.
+    pub fn client_waits_for(&self, ck: usize, generation: u64, index: usize) -> bool {
+        self.clients.get(ck).is_some_and(|c| {
+            c.generation == generation
+                && c.state == ClientState::WaitingForBackend {
+                    backend_index: index,
+                }
+        })
+    }
+
+    /// PgGate's own login failed (`no_password`: the server wanted a password
+    /// PgGate does not have).
+    fn own_login_failed(&mut self, bk: usize, reason: &str, no_password: bool) {
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        let index = b.index;
+        let waiting = b.client;
+        let name = self.shared.backends[index].name.clone();
+        log::warn!(
+            "login to backend \"{name}\" as \"{}\" failed: {reason}",
+            b.pools.user
+        );
+        if no_password && Some(index) != self.shared.primary {
+            b.pools.no_replica_password.store(true, Ordering::Relaxed);
+            self.shared.warn_no_password(&b.pools.user, &name);
+        }
+        if let Some(b) = self.backends.get_mut(bk) {
+            b.client = None;
+        }
+        self.close_backend(bk, "login failed");
+        if let Some((ck, generation)) = waiting {
+            self.own_connect_failed_for(ck, generation, index, reason, no_password);
+        }
+    }
+
+    /// A connection opened for a waiting client could not be made: reads try
+    /// the primary, everything else gets 08001 naming the backend.
+    fn own_connect_failed_for(
+        &mut self,
+        ck: usize,
+        generation: u64,
+        index: usize,
+        reason: &str,
+        _no_password: bool,
+    ) {
+        if !self.client_waits_for(ck, generation, index) {
+            return;
+        }
+        let primary = self.primary_index();
+        if index != primary {
+            if let Some(c) = self.clients.get_mut(ck) {
+                c.state = ClientState::Ready;
+            }
+            if self.checkout(ck, primary) {
+                self.client_input(ck);
+            }
+            return;
+        }
+        let name = self.shared.backends[index].name.clone();
+        self.fail_pending(
+            ck,
+            "08001",
+            &format!("could not connect to backend \"{name}\": {reason}"),
+        );
+    }
+
+    pub fn backend_connect_failed(&mut self, bk: usize, reason: &str) {
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        let name = self.shared.backends[b.index].name.clone();
+        match b.login {
+            Login::Relay { client } => {
+                self.close_backend(bk, "connect failed");
+                self.fatal(
+                    client,
+                    "08001",
+                    &format!("could not connect to backend \"{name}\": {reason}"),
+                );
+            }
+            Login::Own { .. } => self.own_login_failed(bk, reason, false),
+        }
+    }
+
+    /// Swallows the replies to the parameter SETs; then the client's batch goes.
+    fn sync_input(&mut self, bk: usize) -> Result<(), String> {
+        loop {
+            let Some(b) = self.backends.get_mut(bk) else {
+                return Ok(());
+            };
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            if t == tag::ERROR_RESPONSE && b.sync_error.is_none() {
+                let f = protocol::parse_error_fields(&b.rbuf[5..len]);
+                b.sync_error = Some(f.message);
+            }
+            let status = b.rbuf.get(5).copied();
+            b.rbuf.drain(..len);
+            if t != tag::READY_FOR_QUERY {
+                continue;
+            }
+            let Some((ck, _)) = b.client else {
+                self.release(bk);
+                return Ok(());
+            };
+            if let Some(err) = b.sync_error.take() {
+                b.dirty = true;
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.backend = None;
+                }
+                b.client = None;
+                self.close_backend(bk, "could not apply session parameters");
+                self.fail_pending(
+                    ck,
+                    "08P01",
+                    &format!("could not apply the session's startup parameters: {err}"),
+                );
+                return Ok(());
+            }
+            if status != Some(b'I') {
+                return Err("server not idle after applying parameters".into());
+            }
+            if let Some(p) = b.pending_applied.take() {
+                b.applied = p;
+            }
+            b.state = BackendState::Linked;
+            self.client_ready_input(ck);
+            return Ok(());
+        }
+    }
+
+    /// Passes the server's replies to the client by header only, in runs, and
+    /// stops at ReadyForQuery to decide whether the connection is released.
+    fn linked_input(&mut self, bk: usize) -> Result<(), String> {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return Ok(());
+        };
+        let Some((ck, generation)) = b.client else {
+            return Ok(());
+        };
+        let Some(c) = self.clients.get_mut(ck) else {
+            return Ok(());
+        };
+        if c.generation != generation || c.backend != Some(bk) {
+            return Err("linked to a client that moved on".into());
+        }
+        let mut pos = 0;
+        let mut ready = None;
+        let len = b.rbuf.len();
+        while pos < len {
+            if b.skip > 0 {
+                let n = b.skip.min(len - pos);
+                pos += n;
+                b.skip -= n;
+                continue;
+            }
+            if len - pos < 5 {
+                break;
+            }
+            let t = b.rbuf[pos];
+            let mlen = u32::from_be_bytes([
+                b.rbuf[pos + 1],
+                b.rbuf[pos + 2],
+                b.rbuf[pos + 3],
+                b.rbuf[pos + 4],
+            ]) as usize;
+            if mlen < 4 {
+                return Err(format!("invalid message length {mlen} from server"));
+            }
+            if t == tag::READY_FOR_QUERY {
+                if mlen != 5 {
+                    return Err("invalid ReadyForQuery from server".into());
+                }
+                if len - pos < 6 {
+                    break;
+                }
+                ready = Some(b.rbuf[pos + 5]);
+                pos += 6;
+                break;
+            }
+            pos += 5;
+            b.skip = mlen - 4;
+        }
+        if pos > 0 {
+            if !write_or_buffer(&mut c.sock, &mut c.wbuf, &b.rbuf[..pos]) {
+                c.eof = true;
+            }
+            b.rbuf.drain(..pos);
+            super::worker::shrink(&mut b.rbuf);
+            if c.wbuf.len() > OUTPUT_HIGH_WATER {
+                b.read_paused = true;
+            }
+        }
+        if let Some(status) = ready {
+            b.tx_status = status;
+            c.in_flight = false;
+            c.unsynced = false;
+            self.batch_done(ck, bk, status);
+        }
+        Ok(())
+    }
+
+    /// A batch finished: outside a transaction and unpinned, the connection goes
+    /// back (or, in session mode, the primary connection is kept aside).
+    fn batch_done(&mut self, ck: usize, bk: usize, status: u8) {
+        let primary = self.shared.primary;
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        let (pinned, hold) = c
+            .session
+            .as_ref()
+            .map(|s| (s.pinned.is_some(), s.hold_primary))
+            .unwrap_or((false, false));
+        let on_primary = Some(b.index) == primary;
+        if status == b'I' && !(pinned && on_primary) {
+            c.backend = None;
+            if hold && on_primary && !b.dirty && !b.cancel_sent {
+                b.state = BackendState::Held;
+                c.held = Some(bk);
+            } else {
+                b.client = None;
+                self.release(bk);
+            }
+        }
+        self.client_input(ck);
+    }
+
+    /// An idle or held connection spoke: notices are dropped, errors and
+    /// anything else end it.
+    fn idle_input(&mut self, bk: usize) -> Result<(), String> {
+        loop {
+            let Some(b) = self.backends.get_mut(bk) else {
+                return Ok(());
+            };
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            b.rbuf.drain(..len);
+            match t {
+                tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => {}
+                _ => return Err(format!("unexpected message type {t} from an idle server")),
+            }
+        }
+    }
+
+    /// Waits for the ROLLBACK / DISCARD ALL of a departed client to finish.
+    fn reset_input(&mut self, bk: usize) -> Result<(), String> {
+        loop {
+            let Some(b) = self.backends.get_mut(bk) else {
+                return Ok(());
+            };
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            let status = b.rbuf.get(5).copied();
+            b.rbuf.drain(..len);
+            match t {
+                tag::ERROR_RESPONSE => return Err("reset failed".into()),
+                tag::READY_FOR_QUERY => {
+                    let BackendState::Resetting { rfq_left } = b.state else {
+                        return Ok(());
+                    };
+                    b.tx_status = status.unwrap_or(b'E');
+                    if rfq_left > 1 {
+                        b.state = BackendState::Resetting {
+                            rfq_left: rfq_left - 1,
+                        };
+                        continue;
+                    }
+                    if b.tx_status != b'I' {
+                        return Err("server still in a transaction after reset".into());
+                    }
+                    if self.config.pool.mode == crate::config::PoolMode::Session {
+                        // DISCARD ALL returned the session to its startup values.
+                        b.applied = b.baseline.clone();
+                    }
+                    self.release(bk);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A backend connection failed or closed. Its client hears about it in
+    /// the way SPEC §7 describes.
+    pub fn backend_lost(&mut self, bk: usize, why: &str) {
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        let name = self.shared.backends[b.index].name.clone();
+        log::debug!("backend \"{name}\" connection lost: {why}");
+        match (b.state, &b.login) {
+            (BackendState::Connecting | BackendState::Authenticating, _) => {
+                self.backend_connect_failed(bk, why);
+            }
+            (BackendState::Linked | BackendState::Syncing, _) => {
+                let client = b.client;
+                let tx = b.tx_status;
+                self.close_backend(bk, why);
+                let Some((ck, generation)) = client else {
+                    return;
+                };
+                let Some(c) = self.clients.get_mut(ck) else {
+                    return;
+                };
+                if c.generation != generation {
+                    return;
+                }
+                let pinned = c.session.as_ref().is_some_and(|s| s.pinned.is_some());
+                if tx != b'I' || pinned {
+                    self.fatal(
+                        ck,
+                        "08006",
+                        &format!(
+                            "lost connection to backend \"{name}\"; the transaction or session state is gone"
+                        ),
+                    );
+                } else if c.in_flight {
+                    c.in_flight = false;
+                    let mut out = Vec::new();
+                    write::error_response(
+                        &mut out,
+                        "ERROR",
+                        "08006",
+                        &format!("lost connection to backend \"{name}\" during the statement"),
+                    );
+                    write::ready_for_query(&mut out, b'I');
+                    self.send_client(ck, &out);
+                    self.client_input(ck);
+                } else {
+                    self.client_input(ck);
+                }
+            }
+            _ => self.close_backend(bk, why),
+        }
+    }
+
+    /// Removes a backend connection, giving its pool slot back.
+    pub fn close_backend(&mut self, bk: usize, why: &str) {
+        if !self.backends.contains(bk) {
+            return;
+        }
+        let mut b = self.backends.remove(bk);
+        log::trace!("backend connection {bk} closed: {why}");
+        if b.state == BackendState::Idle {
+            self.forget_idle(&b, bk);
+        }
+        if matches!(b.state, BackendState::Idle | BackendState::Held) && !b.eof {
+            let mut bye = Vec::new();
+            write::terminate(&mut bye);
+            let _ = std::io::Write::write(&mut b.sock, &bye);
+        }
+        let _ = self.poll.registry().deregister(&mut b.sock);
+        if let Some((ck, _)) = b.client {
+            if let Some(c) = self.clients.get_mut(ck) {
+                if c.backend == Some(bk) {
+                    c.backend = None;
+                }
+                if c.held == Some(bk) {
+                    c.held = None;
+                }
+            }
+        }
+        if b.counted {
+            b.pools.per_backend[b.index].release_slot();
+            let pools = b.pools.clone();
+            self.serve_waiters(&pools, b.index);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The two kinds of connection a worker owns, with their state-machine enums:
+//! client sessions and backend connections. Data only; the transitions live in
+//! `session.rs` (client side), `backend.rs` (backend side) and `pool.rs`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::auth::scram::ScramClient;
+use crate::sql::PinReason;
+
+use super::shared::UserPools;
+
+/// Session parameters (GUC name lower-cased, value), sorted by name: what a
+/// client asked for at startup, or what a backend connection currently has.
+pub type Params = Arc<Vec<(String, String)>>;
+
+/// Where a client session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Reading SSLRequest / GSSENCRequest / StartupMessage / CancelRequest.
+    Startup,
+    /// Relaying the authentication exchange with the primary (backend key).
+    Authenticating { relay: usize },
+    /// Logged in; linked to a backend when `Client::backend` is set.
+    Ready,
+    /// Waiting for a backend connection for the message at the head of `rbuf`.
+    WaitingForBackend { backend_index: usize },
+    /// Flushing a final error, then closing.
+    Closing,
+}
+
+/// What the client asked for at login, fixed for the session.
+pub struct Session {
+    pub user: String,
+    pub database: String,
+    pub params: Params,
+    /// The BackendKeyData PgGate gave this client.
+    pub key: (i32, i32),
+    pub pools: Arc<UserPools>,
+    /// Set once a session-state statement ran: all later work on the linked primary connection.
+    pub pinned: Option<PinReason>,
+    /// Session pool mode: the primary connection is kept for the whole session.
+    pub hold_primary: bool,
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    pub generation: u64,
+    pub state: ClientState,
+    /// Bytes received and not yet handled or forwarded.
+    pub rbuf: Vec<u8>,
+    /// Bytes to send that the socket did not take yet.
+    pub wbuf: Vec<u8>,
+    pub session: Option<Box<Session>>,
+    /// The linked backend connection (slab key).
+    pub backend: Option<usize>,
+    /// Session pool mode: the primary connection kept for this session while
+    /// the client works elsewhere (a replica) or is idle.
+    pub held: Option<usize>,
+    /// A batch failed before reaching a backend: drop messages up to its Sync.
+    pub discard_until_sync: bool,
+    /// A Query or Sync was forwarded and its ReadyForQuery has not come back
+    /// yet: the next batch waits.
+    pub in_flight: bool,
+    /// Extended-protocol messages were forwarded with no Sync after them yet
+    /// (e.g. Execute + Flush): the backend is busy for this client.
+    pub unsynced: bool,
+    /// The peer has closed or failed; nothing more is read.
+    pub eof: bool,
+    /// Reading is paused because the output side is full.
+    pub read_paused: bool,
+}
+
+/// How a backend connection logs in.
+pub enum Login {
+    /// Relaying a client's own authentication exchange (client slab key).
+    Relay { client: usize },
+    /// PgGate's own login with the credentials file.
+    Own { scram: Option<Box<ScramClient>> },
+}
+
+/// Where a backend connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// TCP connect in progress.
+    Connecting,
+    /// Startup and authentication.
+    Authenticating,
+    /// Bringing session parameters to the linked client's values; replies swallowed.
+    Syncing,
+    /// In the pool.
+    Idle,
+    /// Serving a client (`Backend::client`).
+    Linked,
+    /// Kept aside for its session (session pool mode) while the client is idle
+    /// or working on a replica.
+    Held,
+    /// Rolling back or discarding a departed client's state; `rfq_left` ReadyForQuery to go.
+    Resetting { rfq_left: u8 },
+}
+
+pub struct Backend {
+    pub sock: TcpStream,
+    pub generation: u64,
+    pub state: BackendState,
+    pub login: Login,
+    /// Index into `Shared::backends`.
+    pub index: usize,
+    pub pools: Arc<UserPools>,
+    /// Counts against `pool.size` (false for a relay connection not yet adopted).
+    pub counted: bool,
+    pub rbuf: Vec<u8>,
+    pub wbuf: Vec<u8>,
+    /// Body bytes of the current backend message still to pass through unread.
+    pub skip: usize,
+    /// The server's own BackendKeyData.
+    pub key: Option<(i32, i32)>,
+    /// Parameters set at startup (RESET returns to these).
+    pub baseline: Params,
+    /// Parameters as they are now on the server.
+    pub applied: Params,
+    /// What `applied` becomes once the running parameter sync succeeds.
+    pub pending_applied: Option<Params>,
+    /// The first error the parameter sync met.
+    pub sync_error: Option<String>,
+    /// The linked (or waiting) client: slab key and generation.
+    pub client: Option<(usize, u64)>,
+    pub tx_status: u8,
+    /// A cancel was sent while linked: never pool this connection again.
+    pub cancel_sent: bool,
+    /// Session state changed on it (pin): close instead of pooling.
+    pub dirty: bool,
+    pub created: Instant,
+    pub idle_since: Instant,
+    pub eof: bool,
+    pub read_paused: bool,
+}

@@ -1,0 +1,802 @@
+//! The client side of a session: startup packets, the relayed login, routing
+//! each statement (simple Query) or batch (extended protocol, up to Sync) to a
+//! backend, forwarding the client's messages to the linked backend, and what
+//! happens when the client leaves. State changes of a client happen here.
+
+use std::sync::Arc;
+
+use mio::Token;
+
+use crate::config::{PoolMode, ReadsTarget, Role};
+use crate::protocol::startup::{parse_options, StartupError};
+use crate::protocol::{self, frontend, parse_header, parse_startup, write, StartupPacket};
+use crate::sql;
+
+use super::conn::{BackendState, ClientState, Login, Session};
+use super::worker::{client_token, Worker, WorkerMsg, OUTPUT_HIGH_WATER};
+
+/// Startup parameters that are not session settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+impl Worker {
+    /// Handles whatever the client has sent, according to its state.
+    pub fn client_input(&mut self, ck: usize) {
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        match c.state {
+            ClientState::Startup => self.client_startup(ck),
+            ClientState::Authenticating { relay } => self.client_auth_input(ck, relay),
+            ClientState::Ready => self.client_ready_input(ck),
+            ClientState::WaitingForBackend { .. } => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    // Keep at most one large batch queued while waiting.
+                    if c.rbuf.len() > OUTPUT_HIGH_WATER {
+                        c.read_paused = true;
+                    }
+                }
+            }
+            ClientState::Closing => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.rbuf.clear();
+                }
+            }
+        }
+    }
+
+    /// Sends an ErrorResponse with severity FATAL and closes once it is written.
+    pub fn fatal(&mut self, ck: usize, code: &str, message: &str) {
+        let mut buf = Vec::new();
+        write::error_response(&mut buf, "FATAL", code, message);
+        self.send_client(ck, &buf);
+        if let Some(c) = self.clients.get_mut(ck) {
+            log::debug!("client {}: {code} {message}", ck);
+            c.state = ClientState::Closing;
+            c.rbuf.clear();
+            c.read_paused = true;
+            if c.wbuf.is_empty() || c.eof {
+                self.close_client(ck, message);
+            }
+        }
+    }
+
+    fn client_startup(&mut self, ck: usize) {
+        loop {
+            let Some(c) = self.clients.get_mut(ck) else {
+                return;
+            };
+            if c.state != ClientState::Startup || c.rbuf.len() < 4 {
+                return;
+            }
+            let len = u32::from_be_bytes([c.rbuf[0], c.rbuf[1], c.rbuf[2], c.rbuf[3]]) as usize;
+            if !(8..=protocol::MAX_STARTUP_PACKET).contains(&len) {
+                self.fatal(ck, "08P01", "invalid length of startup packet");
+                return;
+            }
+            if c.rbuf.len() < len {
+                return;
+            }
+            let packet = parse_startup(&c.rbuf[4..len]);
+            c.rbuf.drain(..len);
+            match packet {
+                Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) => {
+                    // TLS and GSS encryption are not offered: the client goes on in the clear.
+                    if !self.send_client(ck, b"N") {
+                        self.close_client(ck, "client gone");
+                        return;
+                    }
+                }
+                Ok(StartupPacket::CancelRequest { pid, secret }) => {
+                    self.cancel_request(pid, secret);
+                    self.close_client(ck, "cancel request handled");
+                    return;
+                }
+                Ok(StartupPacket::Startup {
+                    major: _,
+                    minor,
+                    params,
+                }) => {
+                    self.start_session(ck, minor, params);
+                    return;
+                }
+                Err(StartupError::Malformed) => {
+                    self.fatal(ck, "08P01", "invalid startup packet layout");
+                    return;
+                }
+                Err(StartupError::UnsupportedProtocol(code)) => {
+                    let msg = format!(
+                        "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
+                        code >> 16,
+                        code & 0xffff
+                    );
+                    self.fatal(ck, "0A000", &msg);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_session(&mut self, ck: usize, minor: u16, params: Vec<(String, String)>) {
+        let mut user = None;
+        let mut database = None;
+        let mut settings: Vec<(String, String)> = Vec::new();
+        let mut unrecognised = Vec::new();
+        let mut relay_params = Vec::new();
+        for (name, value) in params {
+            if name.starts_with("_pq_.") {
+                unrecognised.push(name);
+                continue;
+            }
+            match name.as_str() {
+                "user" => user = Some(value.clone()),
+                "database" => database = Some(value.clone()),
+                "replication" => {
+                    let off = matches!(
+                        value.to_ascii_lowercase().as_str(),
+                        "false" | "off" | "no" | "0"
+                    );
+                    if !off {
+                        self.fatal(
+                            ck,
+                            "28000",
+                            "replication connections are not supported; connect to the primary directly",
+                        );
+                        return;
+                    }
+                    continue;
+                }
+                "options" => match parse_options(&value) {
+                    Ok(opts) => settings.extend(opts),
+                    Err(e) => {
+                        self.fatal(ck, "0A000", &e);
+                        return;
+                    }
+                },
+                _ => {}
+            }
+            if !NOT_SETTINGS.contains(&name.as_str()) {
+                settings.push((name.to_ascii_lowercase(), value.clone()));
+            }
+            relay_params.push((name, value));
+        }
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            self.fatal(
+                ck,
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            );
+            return;
+        };
+        let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+        let Some(primary) = self.shared.primary else {
+            self.fatal(ck, "08001", "no primary backend is configured");
+            return;
+        };
+        // Later settings of the same name win, as in PostgreSQL.
+        let mut sorted: Vec<(String, String)> = Vec::with_capacity(settings.len());
+        for (n, v) in settings.into_iter().rev() {
+            if !sorted.iter().any(|(m, _)| *m == n) {
+                sorted.push((n, v));
+            }
+        }
+        sorted.sort();
+        if minor > 0 || !unrecognised.is_empty() {
+            let mut buf = Vec::new();
+            write::negotiate_protocol_version(&mut buf, 0, &unrecognised);
+            self.send_client(ck, &buf);
+        }
+        let pools = self.shared.user_pools(&database, &user);
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let generation = c.generation;
+        let key = self
+            .shared
+            .register_cancel_key(self.id, client_token(ck), generation);
+        let hold_primary = self.config.pool.mode == PoolMode::Session;
+        c.session = Some(Box::new(Session {
+            user: user.clone(),
+            database: database.clone(),
+            params: Arc::new(sorted),
+            key,
+            pools: pools.clone(),
+            pinned: None,
+            hold_primary,
+        }));
+        let mut startup = Vec::new();
+        write::startup_message(
+            &mut startup,
+            relay_params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        match self.open_backend(primary, pools, Login::Relay { client: ck }, startup, None) {
+            Ok(bk) => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.state = ClientState::Authenticating { relay: bk };
+                }
+                // The client may already have sent more (a password cannot come
+                // before it is asked for, but be robust).
+                self.client_input(ck);
+            }
+            Err(e) => {
+                let name = self.shared.backends[primary].name.clone();
+                self.fatal(
+                    ck,
+                    "08001",
+                    &format!("could not connect to backend \"{name}\": {e}"),
+                );
+            }
+        }
+    }
+
+    /// During the relayed login the client may only send authentication responses.
+    fn client_auth_input(&mut self, ck: usize, relay: usize) {
+        let max = self.config.proxy.max_message_size;
+        loop {
+            let Some(c) = self.clients.get_mut(ck) else {
+                return;
+            };
+            let hdr = match parse_header(&c.rbuf, max) {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fatal(ck, "08P01", &format!("invalid message: {e}"));
+                    return;
+                }
+            };
+            if c.rbuf.len() < hdr.frame_len() {
+                return;
+            }
+            match hdr.tag {
+                frontend::PASSWORD => {
+                    let frame: Vec<u8> = c.rbuf.drain(..hdr.frame_len()).collect();
+                    if !self.send_backend(relay, &frame) {
+                        self.backend_lost(relay, "could not write to server");
+                        return;
+                    }
+                }
+                frontend::TERMINATE => {
+                    self.close_client(ck, "client terminated during login");
+                    return;
+                }
+                t => {
+                    self.fatal(
+                        ck,
+                        "08P01",
+                        &format!(
+                            "expected password response, got message type {}",
+                            printable(t)
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Logged in: route the next batch when unlinked, forward while linked.
+    pub fn client_ready_input(&mut self, ck: usize) {
+        let max = self.config.proxy.max_message_size;
+        loop {
+            let Some(c) = self.clients.get_mut(ck) else {
+                return;
+            };
+            if c.state != ClientState::Ready {
+                return;
+            }
+            if let Some(bk) = c.backend {
+                self.forward_client(ck, bk);
+                return;
+            }
+            let hdr = match parse_header(&c.rbuf, max) {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fatal(ck, "08P01", &format!("invalid message: {e}"));
+                    return;
+                }
+            };
+            let frame_len = hdr.frame_len();
+            if c.rbuf.len() < frame_len {
+                return;
+            }
+            if c.discard_until_sync {
+                c.rbuf.drain(..frame_len);
+                if hdr.tag == frontend::SYNC {
+                    c.discard_until_sync = false;
+                    let mut buf = Vec::new();
+                    write::ready_for_query(&mut buf, b'I');
+                    self.send_client(ck, &buf);
+                }
+                continue;
+            }
+            let target = match hdr.tag {
+                frontend::QUERY | frontend::PARSE => {
+                    let body = &c.rbuf[5..frame_len];
+                    let text = if hdr.tag == frontend::QUERY {
+                        protocol::query_text(body)
+                    } else {
+                        protocol::parse_message_query(body).map(|(_, t)| t)
+                    };
+                    let Some(text) = text else {
+                        self.fatal(ck, "08P01", "invalid Query or Parse message");
+                        return;
+                    };
+                    let class = sql::classify(text, &self.config.routing.write_functions);
+                    self.route_statement(ck, &class)
+                }
+                frontend::SYNC => {
+                    // Nothing in flight: PgGate answers the Sync itself.
+                    c.rbuf.drain(..frame_len);
+                    let mut buf = Vec::new();
+                    write::ready_for_query(&mut buf, b'I');
+                    self.send_client(ck, &buf);
+                    continue;
+                }
+                frontend::FLUSH | frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    // Outside COPY these are ignored, as PostgreSQL does.
+                    c.rbuf.drain(..frame_len);
+                    continue;
+                }
+                frontend::BIND
+                | frontend::DESCRIBE
+                | frontend::EXECUTE
+                | frontend::CLOSE
+                | frontend::FUNCTION_CALL => self.primary_index(),
+                frontend::TERMINATE => {
+                    self.close_client(ck, "client terminated");
+                    return;
+                }
+                t => {
+                    self.fatal(
+                        ck,
+                        "08P01",
+                        &format!("invalid frontend message type {}", printable(t)),
+                    );
+                    return;
+                }
+            };
+            if !self.acquire(ck, target) {
+                return;
+            }
+        }
+    }
+
+    pub fn primary_index(&self) -> usize {
+        self.shared.primary.unwrap_or(0)
+    }
+
+    /// Classifies one statement text and picks the backend for it; records a pin.
+    fn route_statement(&mut self, ck: usize, class: &sql::Classification) -> usize {
+        let primary = self.primary_index();
+        let Some(session) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) else {
+            return primary;
+        };
+        if let Some(reason) = class.pin {
+            if session.pinned.is_none() {
+                log::debug!(
+                    "session of {}@{} pinned to the primary ({})",
+                    session.user,
+                    session.database,
+                    reason.as_str()
+                );
+                session.pinned = Some(reason);
+            }
+            return primary;
+        }
+        if session.pinned.is_some() {
+            return primary;
+        }
+        let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
+        if !class.wants_replica(reads_to_primary) {
+            return primary;
+        }
+        if session
+            .pools
+            .no_replica_password
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return primary;
+        }
+        self.pick_replica().unwrap_or(primary)
+    }
+
+    /// Weighted random choice among the replicas.
+    fn pick_replica(&mut self) -> Option<usize> {
+        let total: u64 = self
+            .shared
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::Replica)
+            .map(|b| b.weight as u64)
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = self.random() % total;
+        for (i, b) in self.shared.backends.iter().enumerate() {
+            if b.role != Role::Replica {
+                continue;
+            }
+            let w = b.weight as u64;
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
+        }
+        None
+    }
+
+    /// Finds a backend connection for the client's next batch. True when the
+    /// client is linked now (its input can be forwarded).
+    fn acquire(&mut self, ck: usize, index: usize) -> bool {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return false;
+        };
+        if index == self.shared.primary.unwrap_or(usize::MAX) {
+            if let Some(held) = c.held.take() {
+                self.link(ck, held);
+                return self.clients.get(ck).is_some_and(|c| c.backend.is_some());
+            }
+        }
+        self.checkout(ck, index)
+    }
+
+    /// Forwards complete client messages to the linked backend, one batch
+    /// (up to a Query or Sync) at a time; COPY data always flows.
+    fn forward_client(&mut self, ck: usize, bk: usize) {
+        let max = self.config.proxy.max_message_size;
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        if b.state != BackendState::Linked {
+            return;
+        }
+        let on_replica = Some(b.index) != self.shared.primary;
+        let mut terminate = false;
+        let mut invalid = None;
+        let mut newly_pinned = None;
+        let mut resume_read = false;
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let mut pos = 0;
+        while pos < c.rbuf.len() {
+            let hdr = match parse_header(&c.rbuf[pos..], max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    invalid = Some(format!("invalid message: {e}"));
+                    break;
+                }
+            };
+            let frame_len = hdr.frame_len();
+            if c.rbuf.len() - pos < frame_len {
+                break;
+            }
+            match hdr.tag {
+                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {}
+                _ if c.in_flight => break,
+                frontend::TERMINATE => {
+                    terminate = true;
+                    break;
+                }
+                frontend::QUERY | frontend::SYNC => {
+                    c.in_flight = true;
+                    c.unsynced = false;
+                }
+                frontend::PARSE
+                | frontend::BIND
+                | frontend::DESCRIBE
+                | frontend::EXECUTE
+                | frontend::CLOSE
+                | frontend::FLUSH
+                | frontend::FUNCTION_CALL => c.unsynced = true,
+                t => {
+                    invalid = Some(format!("invalid frontend message type {}", printable(t)));
+                    break;
+                }
+            }
+            // Statements inside a transaction or on a pinned session may change
+            // session state too.
+            if matches!(hdr.tag, frontend::QUERY | frontend::PARSE) {
+                if let Some(s) = c.session.as_mut() {
+                    if s.pinned.is_none() {
+                        let body = &c.rbuf[pos + 5..pos + frame_len];
+                        let text = if hdr.tag == frontend::QUERY {
+                            protocol::query_text(body)
+                        } else {
+                            protocol::parse_message_query(body).map(|(_, t)| t)
+                        };
+                        if let Some(text) = text {
+                            let class = sql::classify(text, &self.config.routing.write_functions);
+                            if let Some(reason) = class.pin {
+                                s.pinned = Some(reason);
+                                newly_pinned = Some(reason);
+                            }
+                        }
+                    }
+                }
+            }
+            pos += frame_len;
+        }
+        if pos > 0 {
+            let ok = match self.backends.get_mut(bk) {
+                Some(b) => {
+                    let ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &c.rbuf[..pos]);
+                    let full = b.wbuf.len() > OUTPUT_HIGH_WATER;
+                    // Edge-triggered: a client paused while it waited must be read again.
+                    resume_read = c.read_paused && !full && !c.eof;
+                    c.read_paused = full;
+                    ok
+                }
+                None => false,
+            };
+            c.rbuf.drain(..pos);
+            super::worker::shrink(&mut c.rbuf);
+            if !ok {
+                self.backend_lost(bk, "could not write to server");
+                return;
+            }
+        }
+        if let Some(reason) = newly_pinned {
+            if on_replica {
+                // A session setting made inside a read-only transaction on a
+                // replica cannot follow the session to the primary.
+                log::warn!(
+                    "session-state statement ({}) inside a read-only transaction on a replica; \
+                     the connection will not be reused",
+                    reason.as_str()
+                );
+                if let Some(b) = self.backends.get_mut(bk) {
+                    b.dirty = true;
+                }
+            }
+        }
+        if let Some(msg) = invalid {
+            self.fatal(ck, "08P01", &msg);
+            return;
+        }
+        if terminate {
+            self.close_client(ck, "client terminated");
+            return;
+        }
+        if resume_read {
+            self.read_client(ck);
+        }
+    }
+
+    /// The batch at the head of the client's input cannot be served: answer it
+    /// with an error and a ReadyForQuery at the point the client expects one.
+    pub fn fail_pending(&mut self, ck: usize, code: &str, message: &str) {
+        let max = self.config.proxy.max_message_size;
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        c.state = ClientState::Ready;
+        let mut buf = Vec::new();
+        write::error_response(&mut buf, "ERROR", code, message);
+        match parse_header(&c.rbuf, max) {
+            Ok(Some(h)) if h.tag == frontend::QUERY && c.rbuf.len() >= h.frame_len() => {
+                c.rbuf.drain(..h.frame_len());
+                write::ready_for_query(&mut buf, b'I');
+            }
+            _ => c.discard_until_sync = true,
+        }
+        self.send_client(ck, &buf);
+        self.client_input(ck);
+    }
+
+    pub fn login_timeout(&mut self, ck: usize, generation: u64) {
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        if matches!(
+            c.state,
+            ClientState::Startup | ClientState::Authenticating { .. }
+        ) {
+            self.fatal(ck, "08P01", "login timeout expired");
+        }
+    }
+
+    pub fn checkout_timeout(&mut self, ck: usize, generation: u64) {
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        let ClientState::WaitingForBackend { backend_index } = c.state else {
+            return;
+        };
+        if let Some(s) = c.session.as_ref() {
+            if let Some(p) = s.pools.per_backend.get(backend_index) {
+                p.remove_waiter(client_token(ck), generation);
+            }
+        }
+        let name = self
+            .shared
+            .backends
+            .get(backend_index)
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
+        self.fail_pending(
+            ck,
+            "53300",
+            &format!(
+                "no connection to backend \"{name}\" became free within pool.checkout_timeout"
+            ),
+        );
+    }
+
+    /// A CancelRequest arrived (on any worker): hand it to the client's worker.
+    fn cancel_request(&mut self, pid: i32, secret: i32) {
+        let Some(target) = self.shared.cancel_target(pid, secret) else {
+            log::debug!("cancel request with an unknown key dropped");
+            return;
+        };
+        if target.worker == self.id {
+            self.cancel_for(target.client, target.generation);
+        } else if let Some(w) = self.shared.workers().get(target.worker) {
+            w.send(WorkerMsg::Cancel {
+                client: target.client,
+                generation: target.generation,
+            });
+        }
+    }
+
+    /// Cancels what this client is running, if it is running something now.
+    pub fn cancel_for(&mut self, client: Token, generation: u64) {
+        let ck = (client.0 - 1) / 2;
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        if c.generation != generation || !(c.in_flight || c.unsynced) {
+            return;
+        }
+        let Some(bk) = c.backend else {
+            return;
+        };
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        let Some((pid, secret)) = b.key else {
+            return;
+        };
+        // The connection is never pooled again, so a cancel that arrives late
+        // cannot hit another client's query.
+        b.cancel_sent = true;
+        let addr = self.shared.backends[b.index].addr;
+        let timeout = self.config.pool.connect_timeout;
+        spawn_cancel(addr, pid, secret, timeout);
+    }
+
+    /// Removes a client: its backend goes back to the pool only if clean.
+    pub fn close_client(&mut self, ck: usize, why: &str) {
+        if !self.clients.contains(ck) {
+            return;
+        }
+        let mut c = self.clients.remove(ck);
+        log::trace!("client {ck} closed: {why}");
+        let _ = self.poll.registry().deregister(&mut c.sock);
+        self.shared.release_client_slot();
+        let session = c.session.take();
+        if let Some(s) = session.as_ref() {
+            self.shared.unregister_cancel_key(s.key.0);
+        }
+        match c.state {
+            ClientState::Authenticating { relay } => {
+                self.close_backend(relay, "client left during login");
+            }
+            ClientState::WaitingForBackend { backend_index } => {
+                if let Some(s) = session.as_ref() {
+                    if let Some(p) = s.pools.per_backend.get(backend_index) {
+                        p.remove_waiter(client_token(ck), c.generation);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let pinned = session.as_ref().is_some_and(|s| s.pinned.is_some());
+        if let Some(bk) = c.backend.take() {
+            self.abandon_backend(bk, c.in_flight || c.unsynced, pinned);
+        }
+        if let Some(bk) = c.held.take() {
+            self.abandon_backend(bk, false, pinned);
+        }
+    }
+
+    /// A client left while linked to `bk`: make the connection clean or close it.
+    fn abandon_backend(&mut self, bk: usize, in_flight: bool, pinned: bool) {
+        let session_mode = self.config.pool.mode == PoolMode::Session;
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        b.client = None;
+        if in_flight {
+            // Stop the statement rather than let it run on for nobody.
+            if let Some((pid, secret)) = b.key {
+                let addr = self.shared.backends[b.index].addr;
+                let timeout = self.config.pool.connect_timeout;
+                spawn_cancel(addr, pid, secret, timeout);
+            }
+        }
+        if in_flight
+            || pinned
+            || b.dirty
+            || b.cancel_sent
+            || !matches!(b.state, BackendState::Linked | BackendState::Held)
+        {
+            self.close_backend(bk, "client left with session state or a running statement");
+            return;
+        }
+        let mut sql = String::new();
+        let mut rfq = 0u8;
+        if b.tx_status != b'I' {
+            sql.push_str("ROLLBACK");
+            rfq += 1;
+        }
+        if session_mode {
+            rfq += 1;
+        }
+        if rfq == 0 {
+            self.release(bk);
+            return;
+        }
+        let mut buf = Vec::new();
+        if b.tx_status != b'I' {
+            write::query(&mut buf, "ROLLBACK");
+        }
+        if session_mode {
+            write::query(&mut buf, "DISCARD ALL");
+        }
+        b.state = BackendState::Resetting { rfq_left: rfq };
+        if !self.send_backend(bk, &buf) {
+            self.close_backend(bk, "could not write to server");
+        }
+    }
+}
+
+/// Sends a CancelRequest from a short-lived thread, so no worker ever blocks.
+fn spawn_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32, timeout: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("pggate-cancel".into())
+        .spawn(move || send_cancel(addr, pid, secret, timeout));
+    if let Err(e) = spawned {
+        log::warn!("could not start a thread to send a cancel request: {e}");
+    }
+}
+
+/// Connects to the backend and sends a CancelRequest (blocking; own thread).
+fn send_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32, timeout: std::time::Duration) {
+    use std::io::{Read, Write};
+    let timeout = if timeout.is_zero() {
+        std::time::Duration::from_secs(3)
+    } else {
+        timeout
+    };
+    match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(timeout));
+            if let Err(e) = s.write_all(&write::cancel_request(pid, secret)) {
+                log::warn!("could not send cancel request to {addr}: {e}");
+                return;
+            }
+            // The server closes the connection once it has processed the request.
+            let mut sink = [0u8; 16];
+            let _ = s.read(&mut sink);
+        }
+        Err(e) => log::warn!("could not connect to {addr} to cancel a query: {e}"),
+    }
+}
+
+/// A message type byte as PostgreSQL prints it in errors.
+fn printable(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("\"{}\"", tag as char)
+    } else {
+        format!("{tag}")
+    }
+}

@@ -1,0 +1,268 @@
+//! State shared by every thread: the running configuration, the resolved
+//! backends, credentials, the pools' global counters and waiter queues, and the
+//! cancel-key registry. Workers touch it once per session or when a pool is
+//! exhausted, never per message.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::Sender;
+use mio::{Token, Waker};
+use parking_lot::Mutex;
+
+use crate::auth::pgpass::PgPass;
+use crate::config::{Config, Role};
+
+use super::worker::WorkerMsg;
+
+/// A backend as workers see it: where it is and what it is for.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    pub name: String,
+    pub host: String,
+    pub addr: SocketAddr,
+    pub port: u16,
+    pub role: Role,
+    pub weight: u32,
+}
+
+/// One worker's mailbox.
+pub struct WorkerHandle {
+    pub tx: Sender<WorkerMsg>,
+    pub waker: Arc<Waker>,
+}
+
+impl WorkerHandle {
+    pub fn send(&self, msg: WorkerMsg) {
+        if self.tx.send(msg).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                log::error!("could not wake worker: {e}");
+            }
+        }
+    }
+}
+
+/// A client waiting for a backend connection of some pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    pub worker: usize,
+    pub client: Token,
+    pub generation: u64,
+}
+
+/// The global side of one pool (backend, database, user): the cap is counted
+/// here; idle connections live in the worker that owns them.
+pub struct PoolShared {
+    /// Open or opening connections that count against `pool.size`.
+    pub total: AtomicUsize,
+    /// Idle connections held by each worker (a hint for who can lend one).
+    pub idle_on: Vec<AtomicUsize>,
+    pub waiters: Mutex<VecDeque<Waiter>>,
+    pub n_waiters: AtomicUsize,
+}
+
+impl PoolShared {
+    fn new(workers: usize) -> PoolShared {
+        PoolShared {
+            total: AtomicUsize::new(0),
+            idle_on: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            waiters: Mutex::new(VecDeque::new()),
+            n_waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves a slot under `cap`; false when the pool is full.
+    pub fn try_reserve(&self, cap: usize) -> bool {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_slot(&self) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub fn push_waiter(&self, w: Waiter) {
+        let mut q = self.waiters.lock();
+        q.push_back(w);
+        self.n_waiters.store(q.len(), Ordering::Release);
+    }
+
+    pub fn pop_waiter(&self) -> Option<Waiter> {
+        if self.n_waiters.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = self.waiters.lock();
+        let w = q.pop_front();
+        self.n_waiters.store(q.len(), Ordering::Release);
+        w
+    }
+
+    pub fn remove_waiter(&self, client: Token, generation: u64) {
+        let mut q = self.waiters.lock();
+        q.retain(|w| !(w.client == client && w.generation == generation));
+        self.n_waiters.store(q.len(), Ordering::Release);
+    }
+}
+
+/// All pools of one (database, user): one per backend.
+pub struct UserPools {
+    pub id: usize,
+    pub database: String,
+    pub user: String,
+    pub per_backend: Vec<PoolShared>,
+    /// A replica wanted a password PgGate does not have: reads go to the primary.
+    pub no_replica_password: AtomicBool,
+}
+
+/// Where a client's cancel key leads.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelTarget {
+    pub secret: i32,
+    pub worker: usize,
+    pub client: Token,
+    pub generation: u64,
+}
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub backends: Vec<BackendInfo>,
+    pub primary: Option<usize>,
+    pub pgpass: Option<PgPass>,
+    pub workers: OnceLock<Vec<WorkerHandle>>,
+    pools: Mutex<HashMap<(String, String), Arc<UserPools>>>,
+    cancel: Mutex<HashMap<i32, CancelTarget>>,
+    warned_no_password: Mutex<HashSet<String>>,
+    pub clients: AtomicUsize,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, backends: Vec<BackendInfo>, pgpass: Option<PgPass>) -> Shared {
+        let primary = backends.iter().position(|b| b.role == Role::Primary);
+        Shared {
+            config,
+            backends,
+            primary,
+            pgpass,
+            workers: OnceLock::new(),
+            pools: Mutex::new(HashMap::new()),
+            cancel: Mutex::new(HashMap::new()),
+            warned_no_password: Mutex::new(HashSet::new()),
+            clients: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn workers(&self) -> &[WorkerHandle] {
+        self.workers.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The pools of (database, user), created on first use.
+    pub fn user_pools(&self, database: &str, user: &str) -> Arc<UserPools> {
+        let mut pools = self.pools.lock();
+        let next_id = pools.len();
+        let workers = self.workers().len().max(1);
+        pools
+            .entry((database.to_string(), user.to_string()))
+            .or_insert_with(|| {
+                Arc::new(UserPools {
+                    id: next_id,
+                    database: database.to_string(),
+                    user: user.to_string(),
+                    per_backend: self
+                        .backends
+                        .iter()
+                        .map(|_| PoolShared::new(workers))
+                        .collect(),
+                    no_replica_password: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Registers a fresh cancel key for a client; returns (pid, secret).
+    pub fn register_cancel_key(&self, worker: usize, client: Token, generation: u64) -> (i32, i32) {
+        let mut map = self.cancel.lock();
+        loop {
+            let pid = (random_u32() & 0x7fff_ffff) as i32;
+            if pid == 0 || map.contains_key(&pid) {
+                continue;
+            }
+            let secret = random_u32() as i32;
+            map.insert(
+                pid,
+                CancelTarget {
+                    secret,
+                    worker,
+                    client,
+                    generation,
+                },
+            );
+            return (pid, secret);
+        }
+    }
+
+    pub fn unregister_cancel_key(&self, pid: i32) {
+        self.cancel.lock().remove(&pid);
+    }
+
+    /// The client a CancelRequest names, if the secret matches.
+    pub fn cancel_target(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
+        let map = self.cancel.lock();
+        map.get(&pid).filter(|t| t.secret == secret).copied()
+    }
+
+    /// Counts an accepted client against `proxy.max_clients`; false when full.
+    pub fn take_client_slot(&self) -> bool {
+        let max = self.config.proxy.max_clients;
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_client_slot(&self) {
+        let _ = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Logs once per user that PgGate has no password for its own logins.
+    pub fn warn_no_password(&self, user: &str, backend: &str) {
+        if self.warned_no_password.lock().insert(user.to_string()) {
+            log::warn!(
+                "no password for user \"{user}\" in auth.credentials_file (backend {backend}); \
+                 that user's reads go to the primary"
+            );
+        }
+    }
+
+    pub fn password_for(&self, backend: &BackendInfo, database: &str, user: &str) -> Option<&str> {
+        self.pgpass
+            .as_ref()?
+            .lookup(&backend.host, backend.port, database, user)
+    }
+}
+
+/// A random u32 from the operating system's generator.
+pub fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::getrandom(&mut b).is_err() {
+        // The OS generator failing is not recoverable in a meaningful way; fall
+        // back to time-derived bits rather than refusing service.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        return t.rotate_left(13) ^ 0x9e37_79b9;
+    }
+    u32::from_ne_bytes(b)
+}

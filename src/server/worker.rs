@@ -1,0 +1,544 @@
+//! One event-loop thread: a mio `Poll`, the client sessions and backend
+//! connections it owns (two slabs), its share of the pools' idle connections,
+//! its timers, and its mailbox. Sockets are registered once, edge-triggered,
+//! for both directions; nothing is reregistered per transaction.
+//!
+//! This file owns the loop, socket I/O and the mailbox. What a byte means is
+//! decided in `session.rs` (client side), `backend.rs` (backend side) and
+//! `pool.rs` (checkout and release).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+
+use super::conn::{Backend, Client};
+use super::shared::{Shared, UserPools};
+
+pub const WAKER: Token = Token(0);
+
+/// Stop reading a peer while the other side has this much unsent output.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Buffers larger than this are given back once empty, so idle sessions stay small.
+const KEEP_BUFFER: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What other threads ask of a worker.
+pub enum WorkerMsg {
+    NewClient(std::net::TcpStream),
+    /// A CancelRequest named a client of this worker.
+    Cancel { client: Token, generation: u64 },
+    /// A backend connection moved here from another worker, for a waiting client.
+    Transfer {
+        backend: Box<Backend>,
+        for_client: Option<(Token, u64)>,
+    },
+    /// A pool this worker has idle connections (or waiters) for has waiters.
+    Poke { pools: Arc<UserPools>, index: usize },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    Login,
+    Checkout,
+    Connect,
+    Maintenance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timer {
+    pub at: Instant,
+    pub kind: TimerKind,
+    pub key: usize,
+    pub generation: u64,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub poll: Poll,
+    pub rx: Receiver<WorkerMsg>,
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub clients: Slab<Client>,
+    pub backends: Slab<Backend>,
+    /// Idle connections of this worker by (pool id, backend index).
+    pub idle: HashMap<(usize, usize), Vec<usize>>,
+    pub timers: BinaryHeap<Reverse<Timer>>,
+    pub scratch: Vec<u8>,
+    pub next_generation: u64,
+    pub rng: u64,
+    pub stopping: bool,
+}
+
+pub fn client_token(key: usize) -> Token {
+    Token(1 + 2 * key)
+}
+
+pub fn backend_token(key: usize) -> Token {
+    Token(2 + 2 * key)
+}
+
+/// Result of reading a socket into a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Some bytes (maybe none) arrived; the socket may still be open.
+    Open,
+    /// The peer closed its side or the socket failed.
+    Closed,
+}
+
+/// Reads what the socket has into `buf`. A short read means the socket is
+/// drained (edge-triggered: the next arrival raises a new event), so no extra
+/// read is spent just to see WouldBlock.
+pub fn read_into(sock: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> ReadOutcome {
+    loop {
+        match sock.read(scratch) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                if n < scratch.len() {
+                    return ReadOutcome::Open;
+                }
+                if buf.len() > OUTPUT_HIGH_WATER * 4 {
+                    // Enough for one pass; the caller comes back for more.
+                    return ReadOutcome::Open;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadOutcome::Closed,
+        }
+    }
+}
+
+/// Writes `data` to the socket, keeping what it does not take in `pending`.
+/// Data already pending goes first. Returns false when the socket failed.
+pub fn write_or_buffer(sock: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]) -> bool {
+    if !pending.is_empty() {
+        pending.extend_from_slice(data);
+        return flush(sock, pending);
+    }
+    let mut off = 0;
+    while off < data.len() {
+        match sock.write(&data[off..]) {
+            Ok(0) => return false,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    if off < data.len() {
+        pending.extend_from_slice(&data[off..]);
+    }
+    true
+}
+
+/// Writes as much of `pending` as the socket takes. False when the socket failed.
+pub fn flush(sock: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
+    let mut off = 0;
+    while off < pending.len() {
+        match sock.write(&pending[off..]) {
+            Ok(0) => return false,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    pending.drain(..off);
+    shrink(pending);
+    true
+}
+
+/// Gives back a large buffer once it is empty.
+pub fn shrink(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        *buf = Vec::new();
+    }
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        rx: Receiver<WorkerMsg>,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        let config = shared.config.clone();
+        Worker {
+            id,
+            poll,
+            rx,
+            shared,
+            config,
+            clients: Slab::new(),
+            backends: Slab::new(),
+            idle: HashMap::new(),
+            timers: BinaryHeap::new(),
+            scratch: vec![0; READ_CHUNK],
+            next_generation: 1,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ super::shared::random_u32() as u64,
+            stopping: false,
+        }
+    }
+
+    pub fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    /// xorshift64*: cheap randomness for weighted replica choice.
+    pub fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn add_timer(&mut self, after: Duration, kind: TimerKind, key: usize, generation: u64) {
+        if after.is_zero() {
+            return;
+        }
+        self.timers.push(Reverse(Timer {
+            at: Instant::now() + after,
+            kind,
+            key,
+            generation,
+        }));
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        self.add_timer(
+            Duration::from_secs(1),
+            TimerKind::Maintenance,
+            0,
+            0,
+        );
+        loop {
+            let timeout = self
+                .timers
+                .peek()
+                .map(|Reverse(t)| t.at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("worker {}: poll failed: {e}", self.id);
+                return;
+            }
+            for ev in events.iter() {
+                self.dispatch(ev);
+            }
+            self.fire_timers();
+            if self.stopping && self.clients.is_empty() {
+                log::debug!("worker {} stopped", self.id);
+                return;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: &Event) {
+        let t = ev.token();
+        if t == WAKER {
+            self.drain_mailbox();
+            return;
+        }
+        let n = t.0 - 1;
+        let key = n / 2;
+        if n % 2 == 0 {
+            if self.clients.contains(key) {
+                self.client_event(key, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+            }
+        } else if self.backends.contains(key) {
+            self.backend_event(key, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+        }
+    }
+
+    fn drain_mailbox(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                WorkerMsg::NewClient(sock) => self.accept_client(sock),
+                WorkerMsg::Cancel { client, generation } => self.cancel_for(client, generation),
+                WorkerMsg::Transfer {
+                    backend,
+                    for_client,
+                } => self.receive_backend(*backend, for_client),
+                WorkerMsg::Poke { pools, index } => self.serve_waiters(&pools, index),
+                WorkerMsg::Shutdown => self.stopping = true,
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if t.at > now {
+                break;
+            }
+            self.timers.pop();
+            match t.kind {
+                TimerKind::Login => self.login_timeout(t.key, t.generation),
+                TimerKind::Checkout => self.checkout_timeout(t.key, t.generation),
+                TimerKind::Connect => self.connect_timeout(t.key, t.generation),
+                TimerKind::Maintenance => {
+                    self.maintenance();
+                    self.add_timer(Duration::from_secs(1), TimerKind::Maintenance, 0, 0);
+                }
+            }
+        }
+    }
+
+    fn accept_client(&mut self, sock: std::net::TcpStream) {
+        if let Err(e) = sock.set_nonblocking(true) {
+            log::warn!("could not make client socket non-blocking: {e}");
+            self.shared.release_client_slot();
+            return;
+        }
+        let _ = sock.set_nodelay(true);
+        let mut sock = TcpStream::from_std(sock);
+        let generation = self.generation();
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            client_token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("could not register client socket: {e}");
+            self.shared.release_client_slot();
+            return;
+        }
+        entry.insert(Client {
+            sock,
+            generation,
+            state: super::conn::ClientState::Startup,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            session: None,
+            backend: None,
+            held: None,
+            in_flight: false,
+            unsynced: false,
+            discard_until_sync: false,
+            eof: false,
+            read_paused: false,
+        });
+        let login = self.config.proxy.login_timeout;
+        self.add_timer(login, TimerKind::Login, key, generation);
+    }
+
+    fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if writable {
+            self.flush_client(key);
+            if !self.clients.contains(key) {
+                return;
+            }
+        }
+        if readable {
+            self.read_client(key);
+        }
+    }
+
+    fn backend_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if writable {
+            self.backend_writable(key);
+            if !self.backends.contains(key) {
+                return;
+            }
+        }
+        if readable {
+            self.read_backend(key);
+        }
+    }
+
+    /// Reads the client socket unless paused, then handles what arrived.
+    pub fn read_client(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.read_paused || c.eof {
+            return;
+        }
+        let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch);
+        if outcome == ReadOutcome::Closed {
+            c.eof = true;
+        }
+        self.client_input(key);
+        if let Some(c) = self.clients.get(key) {
+            if c.eof {
+                self.close_client(key, "client closed the connection");
+            }
+        }
+    }
+
+    /// Reads the backend socket unless paused, then handles what arrived.
+    pub fn read_backend(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.read_paused || b.eof {
+            return;
+        }
+        if b.state == super::conn::BackendState::Connecting {
+            // A readable event while connecting is a failed connect.
+            self.backend_writable(key);
+            return;
+        }
+        let outcome = read_into(&mut b.sock, &mut b.rbuf, &mut self.scratch);
+        if outcome == ReadOutcome::Closed {
+            b.eof = true;
+        }
+        self.backend_input(key);
+        if let Some(b) = self.backends.get(key) {
+            if b.eof {
+                self.backend_lost(key, "server closed the connection");
+            }
+        }
+    }
+
+    /// Sends bytes to a client; false if the client is gone or failed.
+    pub fn send_client(&mut self, key: usize, data: &[u8]) -> bool {
+        let Some(c) = self.clients.get_mut(key) else {
+            return false;
+        };
+        if !write_or_buffer(&mut c.sock, &mut c.wbuf, data) {
+            c.eof = true;
+            return false;
+        }
+        true
+    }
+
+    /// Sends bytes to a backend; false if it failed.
+    pub fn send_backend(&mut self, key: usize, data: &[u8]) -> bool {
+        let Some(b) = self.backends.get_mut(key) else {
+            return false;
+        };
+        if b.state == super::conn::BackendState::Connecting {
+            b.wbuf.extend_from_slice(data);
+            return true;
+        }
+        if !write_or_buffer(&mut b.sock, &mut b.wbuf, data) {
+            b.eof = true;
+            return false;
+        }
+        true
+    }
+
+    /// The client's socket can take more: flush, then resume whoever was paused on it.
+    pub fn flush_client(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !c.wbuf.is_empty() && !flush(&mut c.sock, &mut c.wbuf) {
+            self.close_client(key, "could not write to client");
+            return;
+        }
+        let drained = c.wbuf.len() < OUTPUT_HIGH_WATER;
+        if c.state == super::conn::ClientState::Closing && c.wbuf.is_empty() {
+            self.close_client(key, "closing after error");
+            return;
+        }
+        if drained {
+            if let Some(bk) = c.backend {
+                if self.backends.get(bk).is_some_and(|b| b.read_paused) {
+                    if let Some(b) = self.backends.get_mut(bk) {
+                        b.read_paused = false;
+                    }
+                    // Edge-triggered: data that waited will not raise a new event.
+                    self.backend_input(bk);
+                    self.read_backend(bk);
+                }
+            }
+        }
+    }
+
+    /// The backend's socket can take more (or a connect finished).
+    pub fn backend_writable(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.state == super::conn::BackendState::Connecting {
+            match b.sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    let msg = e.to_string();
+                    self.backend_connect_failed(key, &msg);
+                    return;
+                }
+            }
+            match b.sock.peer_addr() {
+                Ok(_) => {
+                    b.state = super::conn::BackendState::Authenticating;
+                    let _ = b.sock.set_nodelay(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.backend_connect_failed(key, &msg);
+                    return;
+                }
+            }
+        }
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if !b.wbuf.is_empty() && !flush(&mut b.sock, &mut b.wbuf) {
+            self.backend_lost(key, "could not write to server");
+            return;
+        }
+        let drained = b.wbuf.len() < OUTPUT_HIGH_WATER;
+        if drained {
+            if let Some((ck, generation)) = b.client {
+                if self
+                    .clients
+                    .get(ck)
+                    .is_some_and(|c| c.generation == generation && c.read_paused)
+                {
+                    if let Some(c) = self.clients.get_mut(ck) {
+                        c.read_paused = false;
+                    }
+                    self.client_input(ck);
+                    self.read_client(ck);
+                }
+            }
+        }
+    }
+
+    /// Once a second: idle backend connections past their lifetime or idle timeout.
+    fn maintenance(&mut self) {
+        let now = Instant::now();
+        let idle_timeout = self.config.pool.idle_timeout;
+        let max_lifetime = self.config.pool.max_lifetime;
+        let mut expired = Vec::new();
+        for (_, list) in self.idle.iter() {
+            for &bk in list {
+                if let Some(b) = self.backends.get(bk) {
+                    let idle_too_long =
+                        !idle_timeout.is_zero() && now.duration_since(b.idle_since) > idle_timeout;
+                    let too_old =
+                        !max_lifetime.is_zero() && now.duration_since(b.created) > max_lifetime;
+                    if idle_too_long || too_old {
+                        expired.push(bk);
+                    }
+                }
+            }
+        }
+        for bk in expired {
+            self.close_backend(bk, "idle timeout or lifetime reached");
+        }
+    }
+}
