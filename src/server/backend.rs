@@ -14,7 +14,9 @@ use mio::Interest;
 use crate::auth::{self, ScramClient, ScramCredential};
 use crate::protocol::{self, auth_code, backend as tag, write};
 
-use super::conn::{Backend, BackendState, ClientState, Login, Params};
+use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
+use super::extended::{Reply, Undo};
+use super::session::write_command_complete;
 use super::worker::{backend_token, write_or_buffer, TimerKind, Worker, OUTPUT_HIGH_WATER};
 
 /// Backend messages during login and resets are small; anything larger than
@@ -72,6 +74,9 @@ impl Worker {
             pending_applied: None,
             sync_error: None,
             client: for_client,
+            replies: std::collections::VecDeque::new(),
+            prepared: std::collections::HashMap::new(),
+            tick: 0,
             tx_status: b'I',
             cancel_sent: false,
             dirty: false,
@@ -167,8 +172,8 @@ impl Worker {
             let body = &frame[5..];
             match t {
                 tag::AUTHENTICATION => {
-                    let (code, payload) =
-                        protocol::parse_auth_request(body).ok_or("invalid authentication request")?;
+                    let (code, payload) = protocol::parse_auth_request(body)
+                        .ok_or("invalid authentication request")?;
                     if code == auth_code::SASL {
                         // Channel binding cannot cross a proxy: never offer -PLUS.
                         let Some(list) = auth::without_plus(payload) else {
@@ -217,7 +222,11 @@ impl Worker {
                     self.relay_login_done(bk, ck);
                     return Ok(());
                 }
-                t => return Err(format!("unexpected message type {t} from server during login")),
+                t => {
+                    return Err(format!(
+                        "unexpected message type {t} from server during login"
+                    ))
+                }
             }
         }
     }
@@ -276,8 +285,8 @@ impl Worker {
             let body = &frame[5..];
             match t {
                 tag::AUTHENTICATION => {
-                    let (code, payload) =
-                        protocol::parse_auth_request(body).ok_or("invalid authentication request")?;
+                    let (code, payload) = protocol::parse_auth_request(body)
+                        .ok_or("invalid authentication request")?;
                     if code == auth_code::OK {
                         continue;
                     }
@@ -294,7 +303,9 @@ impl Worker {
                         {
                             self.own_login_failed(
                                 bk,
-                                &format!("no password for user \"{user}\" in auth.credentials_file"),
+                                &format!(
+                                    "no password for user \"{user}\" in auth.credentials_file"
+                                ),
                                 true,
                             );
                             return Ok(());
@@ -317,7 +328,9 @@ impl Worker {
                         auth_code::SASL => {
                             let mechs = auth::mechanisms(payload).map_err(|e| e.to_string())?;
                             if !mechs.iter().any(|m| m == auth::sasl::SCRAM_SHA_256) {
-                                return Err(format!("server offers no supported SASL mechanism: {mechs:?}"));
+                                return Err(format!(
+                                    "server offers no supported SASL mechanism: {mechs:?}"
+                                ));
                             }
                             let scram = ScramClient::new(ScramCredential::Password(
                                 password.unwrap_or_default(),
@@ -368,7 +381,11 @@ impl Worker {
                     self.own_login_done(bk);
                     return Ok(());
                 }
-                t => return Err(format!("unexpected message type {t} from server during login")),
+                t => {
+                    return Err(format!(
+                        "unexpected message type {t} from server during login"
+                    ))
+                }
             }
         }
     }
@@ -394,9 +411,7 @@ impl Worker {
     pub fn client_waits_for(&self, ck: usize, generation: u64, index: usize) -> bool {
         self.clients.get(ck).is_some_and(|c| {
             c.generation == generation
-                && c.state == ClientState::WaitingForBackend {
-                    backend_index: index,
-                }
+                && matches!(c.state, ClientState::WaitingForBackend { backend_index, .. } if backend_index == index)
         })
     }
 
@@ -523,8 +538,10 @@ impl Worker {
         }
     }
 
-    /// Passes the server's replies to the client by header only, in runs, and
-    /// stops at ReadyForQuery to decide whether the connection is released.
+    /// Passes the server's replies to the client by header only, in runs;
+    /// swallows the replies to messages PgGate injected, sends PgGate's own
+    /// replies in their turn, and follows ReadyForQuery to decide when the
+    /// connection is released.
     fn linked_input(&mut self, bk: usize) -> Result<(), String> {
         let Some(b) = self.backends.get_mut(bk) else {
             return Ok(());
@@ -538,15 +555,42 @@ impl Worker {
         if c.generation != generation || c.backend != Some(bk) {
             return Err("linked to a client that moved on".into());
         }
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         let mut pos = 0;
+        let mut run = 0;
         let mut ready = None;
+        let mut result = Ok(());
         let len = b.rbuf.len();
-        while pos < len {
+        loop {
             if b.skip > 0 {
                 let n = b.skip.min(len - pos);
                 pos += n;
                 b.skip -= n;
+                if b.skip > 0 {
+                    break;
+                }
                 continue;
+            }
+            // PgGate's own replies go out when their turn comes.
+            match b.replies.front_mut() {
+                Some(Reply::Local { bytes, .. }) => {
+                    out.extend_from_slice(&b.rbuf[run..pos]);
+                    out.extend_from_slice(bytes);
+                    run = pos;
+                    b.replies.pop_front();
+                    continue;
+                }
+                Some(Reply::LocalReady { tag }) => {
+                    out.extend_from_slice(&b.rbuf[run..pos]);
+                    write_command_complete(&mut out, tag);
+                    write::ready_for_query(&mut out, b.tx_status);
+                    run = pos;
+                    ready = Some(b.tx_status);
+                    b.replies.pop_front();
+                    continue;
+                }
+                _ => {}
             }
             if len - pos < 5 {
                 break;
@@ -559,37 +603,96 @@ impl Worker {
                 b.rbuf[pos + 4],
             ]) as usize;
             if mlen < 4 {
-                return Err(format!("invalid message length {mlen} from server"));
-            }
-            if t == tag::READY_FOR_QUERY {
-                if mlen != 5 {
-                    return Err("invalid ReadyForQuery from server".into());
-                }
-                if len - pos < 6 {
-                    break;
-                }
-                ready = Some(b.rbuf[pos + 5]);
-                pos += 6;
+                result = Err(format!("invalid message length {mlen} from server"));
                 break;
+            }
+            match t {
+                tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS | tag::NOTIFICATION_RESPONSE => {}
+                tag::READY_FOR_QUERY => {
+                    if mlen != 5 {
+                        result = Err("invalid ReadyForQuery from server".into());
+                        break;
+                    }
+                    if len - pos < 6 {
+                        break;
+                    }
+                    if !matches!(b.replies.front(), Some(Reply::Ready)) {
+                        result =
+                            Err("ReadyForQuery out of turn: the connection is out of step".into());
+                        break;
+                    }
+                    b.replies.pop_front();
+                    b.tx_status = b.rbuf[pos + 5];
+                    ready = Some(b.tx_status);
+                    pos += 6;
+                    continue;
+                }
+                tag::ERROR_RESPONSE => {
+                    // The message failed; the server skips to Sync. Whatever
+                    // PgGate expected for the skipped messages will not come.
+                    if let Some(Reply::Forward { .. } | Reply::Swallow { .. }) = b.replies.front() {
+                        let mut failed = b.replies.pop_front();
+                        if let Some(u) = failed.as_mut().and_then(Reply::take_undo) {
+                            apply_undo(c, b, *u);
+                        }
+                        while !matches!(b.replies.front(), Some(Reply::Ready) | None) {
+                            if let Some(mut skipped) = b.replies.pop_front() {
+                                if let Some(u) = skipped.take_undo() {
+                                    apply_undo(c, b, *u);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => match b.replies.front() {
+                    Some(Reply::Forward { ends, .. }) => {
+                        if ends.contains(&t) {
+                            b.replies.pop_front();
+                        }
+                    }
+                    Some(Reply::Swallow { ends, .. }) => {
+                        if !ends.contains(&t) {
+                            result = Err(format!(
+                                "unexpected message type {t} for an injected message"
+                            ));
+                            break;
+                        }
+                        if len - pos < 1 + mlen {
+                            break;
+                        }
+                        out.extend_from_slice(&b.rbuf[run..pos]);
+                        pos += 1 + mlen;
+                        run = pos;
+                        b.replies.pop_front();
+                        continue;
+                    }
+                    Some(Reply::Ready) => {}
+                    _ => {
+                        result = Err(format!("unexpected message type {t} from server"));
+                        break;
+                    }
+                },
             }
             pos += 5;
             b.skip = mlen - 4;
         }
-        if pos > 0 {
-            if !write_or_buffer(&mut c.sock, &mut c.wbuf, &b.rbuf[..pos]) {
-                c.eof = true;
-            }
-            b.rbuf.drain(..pos);
-            super::worker::shrink(&mut b.rbuf);
-            if c.wbuf.len() > OUTPUT_HIGH_WATER {
-                b.read_paused = true;
-            }
+        out.extend_from_slice(&b.rbuf[run..pos]);
+        if !out.is_empty() && !write_or_buffer(&mut c.sock, &mut c.wbuf, &out) {
+            c.eof = true;
         }
+        b.rbuf.drain(..pos);
+        super::worker::shrink(&mut b.rbuf);
+        if c.wbuf.len() > OUTPUT_HIGH_WATER {
+            b.read_paused = true;
+        }
+        let done = ready.is_some() && b.replies.is_empty();
+        out.clear();
+        self.out = out;
+        result?;
         if let Some(status) = ready {
-            b.tx_status = status;
-            c.in_flight = false;
-            c.unsynced = false;
-            self.batch_done(ck, bk, status);
+            if done {
+                self.batch_done(ck, bk, status);
+            }
         }
         Ok(())
     }
@@ -610,7 +713,7 @@ impl Worker {
             .map(|s| (s.pinned.is_some(), s.hold_primary))
             .unwrap_or((false, false));
         let on_primary = Some(b.index) == primary;
-        if status == b'I' && !(pinned && on_primary) {
+        if status == b'I' && !c.unsynced && !(pinned && on_primary) {
             c.backend = None;
             if hold && on_primary && !b.dirty && !b.cancel_sent {
                 b.state = BackendState::Held;
@@ -695,6 +798,11 @@ impl Worker {
             (BackendState::Linked | BackendState::Syncing, _) => {
                 let client = b.client;
                 let tx = b.tx_status;
+                let pending_ready = b
+                    .replies
+                    .iter()
+                    .filter(|r| matches!(r, Reply::Ready | Reply::LocalReady { .. }))
+                    .count();
                 self.close_backend(bk, why);
                 let Some((ck, generation)) = client else {
                     return;
@@ -714,21 +822,27 @@ impl Worker {
                             "lost connection to backend \"{name}\"; the transaction or session state is gone"
                         ),
                     );
-                } else if c.in_flight {
-                    c.in_flight = false;
-                    let mut out = Vec::new();
-                    write::error_response(
-                        &mut out,
-                        "ERROR",
-                        "08006",
-                        &format!("lost connection to backend \"{name}\" during the statement"),
-                    );
-                    write::ready_for_query(&mut out, b'I');
-                    self.send_client(ck, &out);
-                    self.client_input(ck);
-                } else {
-                    self.client_input(ck);
+                    return;
                 }
+                // Outside a transaction the session stays usable: every batch
+                // that was waiting gets an error and its ReadyForQuery; a batch
+                // still being sent gets its error now and its ReadyForQuery at Sync.
+                let message = format!("lost connection to backend \"{name}\" during the statement");
+                let mut out = Vec::new();
+                for _ in 0..pending_ready {
+                    write::error_response(&mut out, "ERROR", "08006", &message);
+                    write::ready_for_query(&mut out, b'I');
+                }
+                if c.unsynced {
+                    write::error_response(&mut out, "ERROR", "08006", &message);
+                    c.unsynced = false;
+                    c.batch_parsed_unnamed = false;
+                    c.discard_until_sync = true;
+                }
+                if !out.is_empty() {
+                    self.send_client(ck, &out);
+                }
+                self.client_input(ck);
             }
             _ => self.close_backend(bk, why),
         }
@@ -765,5 +879,29 @@ impl Worker {
             let pools = b.pools.clone();
             self.serve_waiters(&pools, b.index);
         }
+    }
+}
+
+/// Puts PgGate's books right for a message whose reply will never come.
+fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
+    if let Some(session) = c.session.as_mut() {
+        if let Some((name, stmt)) = undo.unregister {
+            if session
+                .statements
+                .get(&name)
+                .is_some_and(|s| std::sync::Arc::ptr_eq(s, &stmt))
+            {
+                session.statements.remove(&name);
+            }
+        }
+        if let Some((name, stmt)) = undo.reregister {
+            session.statements.entry(name).or_insert(stmt);
+        }
+    }
+    if let Some(id) = undo.unprepared {
+        b.prepared.remove(&id);
+    }
+    if undo.uncertain {
+        b.dirty = true;
     }
 }

@@ -2,6 +2,7 @@
 //! client sessions and backend connections. Data only; the transitions live in
 //! `session.rs` (client side), `backend.rs` (backend side) and `pool.rs`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use mio::net::TcpStream;
 use crate::auth::scram::ScramClient;
 use crate::sql::PinReason;
 
+use super::extended::{Registry, Reply, StatementId};
 use super::shared::UserPools;
 
 /// Session parameters (GUC name lower-cased, value), sorted by name: what a
@@ -26,7 +28,10 @@ pub enum ClientState {
     /// Logged in; linked to a backend when `Client::backend` is set.
     Ready,
     /// Waiting for a backend connection for the message at the head of `rbuf`.
-    WaitingForBackend { backend_index: usize },
+    WaitingForBackend {
+        backend_index: usize,
+        since: Instant,
+    },
     /// Flushing a final error, then closing.
     Closing,
 }
@@ -43,6 +48,12 @@ pub struct Session {
     pub pinned: Option<PinReason>,
     /// Session pool mode: the primary connection is kept for the whole session.
     pub hold_primary: bool,
+    /// Protocol-level named statements, by the client's names.
+    pub statements: Registry,
+    /// Body of the client's last unnamed Parse (text and types), and its class,
+    /// so a later Bind of the unnamed statement works on any connection.
+    pub unnamed: Vec<u8>,
+    pub unnamed_class: Option<crate::sql::Classification>,
 }
 
 pub struct Client {
@@ -61,12 +72,11 @@ pub struct Client {
     pub held: Option<usize>,
     /// A batch failed before reaching a backend: drop messages up to its Sync.
     pub discard_until_sync: bool,
-    /// A Query or Sync was forwarded and its ReadyForQuery has not come back
-    /// yet: the next batch waits.
-    pub in_flight: bool,
     /// Extended-protocol messages were forwarded with no Sync after them yet
     /// (e.g. Execute + Flush): the backend is busy for this client.
     pub unsynced: bool,
+    /// The current batch parsed the unnamed statement itself.
+    pub batch_parsed_unnamed: bool,
     /// The peer has closed or failed; nothing more is read.
     pub eof: bool,
     /// Reading is paused because the output side is full.
@@ -128,6 +138,12 @@ pub struct Backend {
     /// The linked (or waiting) client: slab key and generation.
     pub client: Option<(usize, u64)>,
     pub tx_status: u8,
+    /// Replies the server owes, in order (see `extended.rs`).
+    pub replies: VecDeque<Reply>,
+    /// Statements prepared on this connection under PgGate's names, with the
+    /// tick of their last use (least recently used are closed first).
+    pub prepared: HashMap<StatementId, u64>,
+    pub tick: u64,
     /// A cancel was sent while linked: never pool this connection again.
     pub cancel_sent: bool,
     /// Session state changed on it (pin): close instead of pooling.

@@ -4,6 +4,7 @@
 
 mod backend;
 mod conn;
+mod extended;
 mod pool;
 mod session;
 pub mod shared;
@@ -42,9 +43,16 @@ fn resolve_backends(config: &Config) -> Result<Vec<BackendInfo>, RunError> {
         .map(|b| {
             let addr = (b.host.as_str(), b.port)
                 .to_socket_addrs()
-                .map_err(|e| RunError(format!("backend \"{}\": cannot resolve {}: {e}", b.name, b.host)))?
+                .map_err(|e| {
+                    RunError(format!(
+                        "backend \"{}\": cannot resolve {}: {e}",
+                        b.name, b.host
+                    ))
+                })?
                 .next()
-                .ok_or_else(|| RunError(format!("backend \"{}\": {} has no address", b.name, b.host)))?;
+                .ok_or_else(|| {
+                    RunError(format!("backend \"{}\": {} has no address", b.name, b.host))
+                })?;
             Ok(BackendInfo {
                 name: b.name.clone(),
                 host: b.host.clone(),
@@ -59,7 +67,9 @@ fn resolve_backends(config: &Config) -> Result<Vec<BackendInfo>, RunError> {
 
 /// The number of event-loop threads `proxy.workers = 0` means.
 pub fn default_workers() -> usize {
-    thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Runs PgGate until SIGTERM or SIGINT. Returns once the process should exit.
@@ -70,9 +80,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         None
     } else {
         let path = std::path::Path::new(&config.auth.credentials_file);
-        let p = PgPass::load(path).map_err(|e| {
-            RunError(format!("auth.credentials_file {}: {e}", path.display()))
-        })?;
+        let p = PgPass::load(path)
+            .map_err(|e| RunError(format!("auth.credentials_file {}: {e}", path.display())))?;
         for w in p.warnings() {
             log::warn!("{w}");
         }
@@ -150,7 +159,12 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if !shared.take_client_slot() {
             log::warn!("refusing client {peer}: proxy.max_clients reached");
             let mut buf = Vec::new();
-            write::error_response(&mut buf, "FATAL", "53300", "sorry, too many clients already");
+            write::error_response(
+                &mut buf,
+                "FATAL",
+                "53300",
+                "sorry, too many clients already",
+            );
             let _ = sock.set_nonblocking(true);
             let _ = sock.write(&buf);
             continue;

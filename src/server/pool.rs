@@ -120,6 +120,7 @@ impl Worker {
         };
         c.state = ClientState::WaitingForBackend {
             backend_index: index,
+            since: Instant::now(),
         };
         let generation = c.generation;
         self.add_timer(timeout, TimerKind::Checkout, ck, generation);
@@ -127,12 +128,19 @@ impl Worker {
 
     /// Takes an idle connection of this worker (most recently used first);
     /// with `params`, only one compatible with them.
-    fn take_idle(&mut self, pool_id: usize, index: usize, params: Option<&Params>) -> Option<usize> {
+    fn take_idle(
+        &mut self,
+        pool_id: usize,
+        index: usize,
+        params: Option<&Params>,
+    ) -> Option<usize> {
         let list = self.idle.get_mut(&(pool_id, index))?;
         let pos = match params {
-            Some(p) => list
-                .iter()
-                .rposition(|&bk| self.backends.get(bk).is_some_and(|b| compatible(&b.baseline, p)))?,
+            Some(p) => list.iter().rposition(|&bk| {
+                self.backends
+                    .get(bk)
+                    .is_some_and(|b| compatible(&b.baseline, p))
+            })?,
             None => list.len().checked_sub(1)?,
         };
         let bk = list.remove(pos);
@@ -353,7 +361,11 @@ mod tests {
     use super::*;
 
     fn p(v: &[(&str, &str)]) -> Params {
-        Arc::new(v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+        Arc::new(
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
     }
 
     #[test]

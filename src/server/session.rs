@@ -12,7 +12,8 @@ use crate::protocol::startup::{parse_options, StartupError};
 use crate::protocol::{self, frontend, parse_header, parse_startup, write, StartupPacket};
 use crate::sql;
 
-use super::conn::{BackendState, ClientState, Login, Session};
+use super::conn::{Backend, BackendState, ClientState, Login, Session};
+use super::extended::{self, Reply, Statement, StatementId, Undo};
 use super::worker::{client_token, Worker, WorkerMsg, OUTPUT_HIGH_WATER};
 
 /// Startup parameters that are not session settings.
@@ -167,7 +168,9 @@ impl Worker {
             );
             return;
         };
-        let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+        let database = database
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone());
         let Some(primary) = self.shared.primary else {
             self.fatal(ck, "08001", "no primary backend is configured");
             return;
@@ -202,6 +205,9 @@ impl Worker {
             pools: pools.clone(),
             pinned: None,
             hold_primary,
+            statements: Default::default(),
+            unnamed: Vec::new(),
+            unnamed_class: None,
         }));
         let mut startup = Vec::new();
         write::startup_message(
@@ -309,20 +315,85 @@ impl Worker {
                 }
                 continue;
             }
+            let body = &c.rbuf[5..frame_len];
             let target = match hdr.tag {
-                frontend::QUERY | frontend::PARSE => {
-                    let body = &c.rbuf[5..frame_len];
-                    let text = if hdr.tag == frontend::QUERY {
-                        protocol::query_text(body)
-                    } else {
-                        protocol::parse_message_query(body).map(|(_, t)| t)
+                frontend::QUERY => {
+                    let Some(text) = protocol::query_text(body) else {
+                        self.fatal(ck, "08P01", "invalid Query message");
+                        return;
                     };
-                    let Some(text) = text else {
-                        self.fatal(ck, "08P01", "invalid Query or Parse message");
+                    if let Some(tag) = deallocate_locally(c.session.as_deref_mut(), text) {
+                        // Only the client's own names are dropped; PgGate answers.
+                        c.rbuf.drain(..frame_len);
+                        let mut buf = Vec::new();
+                        write_command_complete(&mut buf, tag);
+                        write::ready_for_query(&mut buf, b'I');
+                        self.send_client(ck, &buf);
+                        continue;
+                    }
+                    let class = sql::classify(text, &self.config.routing.write_functions);
+                    self.route_statement(ck, &class)
+                }
+                frontend::PARSE => {
+                    let Some((_, _, text)) = extended::parse_parts(body) else {
+                        self.fatal(ck, "08P01", "invalid Parse message");
                         return;
                     };
                     let class = sql::classify(text, &self.config.routing.write_functions);
                     self.route_statement(ck, &class)
+                }
+                frontend::BIND | frontend::DESCRIBE => {
+                    let name = if hdr.tag == frontend::BIND {
+                        extended::bind_statement(body)
+                    } else {
+                        match extended::target(body) {
+                            Some((b'S', n)) => Some(n),
+                            _ => None,
+                        }
+                    };
+                    match (hdr.tag, name) {
+                        (frontend::DESCRIBE, None) if extended::target(body).is_some() => {
+                            // A portal: it lived on a connection this session no longer holds.
+                            self.primary_index()
+                        }
+                        (_, None) => {
+                            self.fatal(ck, "08P01", "invalid Bind or Describe message");
+                            return;
+                        }
+                        (_, Some(name)) => {
+                            let class = c.session.as_ref().and_then(|s| statement_class(s, name));
+                            match class {
+                                Some(class) => self.route_statement(ck, &class),
+                                None if name.is_empty() => self.primary_index(),
+                                None => {
+                                    // The server would say the same, and skip to Sync.
+                                    let msg = format!(
+                                        "prepared statement \"{}\" does not exist",
+                                        String::from_utf8_lossy(name)
+                                    );
+                                    c.rbuf.drain(..frame_len);
+                                    c.discard_until_sync = true;
+                                    let mut buf = Vec::new();
+                                    write::error_response(&mut buf, "ERROR", "26000", &msg);
+                                    self.send_client(ck, &buf);
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
+                frontend::CLOSE => {
+                    // Statement names are PgGate's to drop, and a portal cannot
+                    // outlive the connection it was on: answered here.
+                    if let Some((b'S', name)) = extended::target(body) {
+                        let name = name.to_vec();
+                        if let Some(s) = c.session.as_mut() {
+                            s.statements.remove(&name);
+                        }
+                    }
+                    c.rbuf.drain(..frame_len);
+                    self.send_client(ck, extended::CLOSE_COMPLETE);
+                    continue;
                 }
                 frontend::SYNC => {
                     // Nothing in flight: PgGate answers the Sync itself.
@@ -332,16 +403,15 @@ impl Worker {
                     self.send_client(ck, &buf);
                     continue;
                 }
-                frontend::FLUSH | frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                frontend::FLUSH
+                | frontend::COPY_DATA
+                | frontend::COPY_DONE
+                | frontend::COPY_FAIL => {
                     // Outside COPY these are ignored, as PostgreSQL does.
                     c.rbuf.drain(..frame_len);
                     continue;
                 }
-                frontend::BIND
-                | frontend::DESCRIBE
-                | frontend::EXECUTE
-                | frontend::CLOSE
-                | frontend::FUNCTION_CALL => self.primary_index(),
+                frontend::EXECUTE | frontend::FUNCTION_CALL => self.primary_index(),
                 frontend::TERMINATE => {
                     self.close_client(ck, "client terminated");
                     return;
@@ -441,24 +511,36 @@ impl Worker {
         self.checkout(ck, index)
     }
 
-    /// Forwards complete client messages to the linked backend, one batch
-    /// (up to a Query or Sync) at a time; COPY data always flows.
+    /// Forwards the client's complete messages to the linked backend, keeping
+    /// the extended protocol's books: named statements are prepared on this
+    /// connection under PgGate's names where missing, Close of a statement is
+    /// answered here, and each message's reply is queued so replies come back
+    /// in order. A new batch is pipelined onto the same connection only where
+    /// it may run there; otherwise it waits for the connection to come free.
     fn forward_client(&mut self, ck: usize, bk: usize) {
         let max = self.config.proxy.max_message_size;
-        let Some(b) = self.backends.get(bk) else {
+        let max_prepared = self.config.pool.max_prepared_statements.max(1);
+        let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
+        let primary = self.shared.primary;
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let Some(b) = self.backends.get_mut(bk) else {
+            self.out = out;
             return;
         };
         if b.state != BackendState::Linked {
+            self.out = out;
             return;
         }
-        let on_replica = Some(b.index) != self.shared.primary;
+        let Some(c) = self.clients.get_mut(ck) else {
+            self.out = out;
+            return;
+        };
+        let on_primary = Some(b.index) == primary;
+        let write_functions = &self.config.routing.write_functions;
         let mut terminate = false;
         let mut invalid = None;
         let mut newly_pinned = None;
-        let mut resume_read = false;
-        let Some(c) = self.clients.get_mut(ck) else {
-            return;
-        };
         let mut pos = 0;
         while pos < c.rbuf.len() {
             let hdr = match parse_header(&c.rbuf[pos..], max) {
@@ -473,77 +555,304 @@ impl Worker {
             if c.rbuf.len() - pos < frame_len {
                 break;
             }
-            match hdr.tag {
-                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {}
-                _ if c.in_flight => break,
+            let t = hdr.tag;
+            let frame = &c.rbuf[pos..pos + frame_len];
+            let body = &frame[5..];
+            let Some(session) = c.session.as_mut() else {
+                break;
+            };
+            if c.discard_until_sync {
+                // An error PgGate raised itself: skip to Sync as the server would.
+                if t == frontend::SYNC {
+                    c.discard_until_sync = false;
+                    c.unsynced = false;
+                    c.batch_parsed_unnamed = false;
+                    out.extend_from_slice(frame);
+                    b.replies.push_back(Reply::Ready);
+                }
+                pos += frame_len;
+                continue;
+            }
+            let copy = matches!(
+                t,
+                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL
+            );
+            // Classify what starts a statement: for pins, and to decide
+            // whether a new batch may be pipelined onto this connection.
+            let class = match t {
+                frontend::QUERY => {
+                    protocol::query_text(body).map(|q| sql::classify(q, write_functions))
+                }
+                frontend::PARSE => {
+                    extended::parse_parts(body).map(|(_, _, q)| sql::classify(q, write_functions))
+                }
+                frontend::BIND => {
+                    extended::bind_statement(body).and_then(|n| statement_class(session, n))
+                }
+                frontend::DESCRIBE => match extended::target(body) {
+                    Some((b'S', n)) => statement_class(session, n),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if !copy && !c.unsynced && !b.replies.is_empty() && !on_primary && b.tx_status == b'I' {
+                let replica_ok = session.pinned.is_none()
+                    && class.is_some_and(|k| k.pin.is_none() && k.wants_replica(reads_to_primary));
+                if !replica_ok {
+                    // This batch belongs elsewhere: wait until the connection is free.
+                    break;
+                }
+            }
+            if let Some(reason) = class.and_then(|k| k.pin) {
+                if session.pinned.is_none() {
+                    session.pinned = Some(reason);
+                    newly_pinned = Some(reason);
+                }
+            }
+            match t {
+                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    out.extend_from_slice(frame);
+                }
                 frontend::TERMINATE => {
                     terminate = true;
                     break;
                 }
-                frontend::QUERY | frontend::SYNC => {
-                    c.in_flight = true;
-                    c.unsynced = false;
+                frontend::QUERY => {
+                    let text = protocol::query_text(body).unwrap_or("");
+                    match sql::deallocate_target(text) {
+                        Some(sql::Deallocate::Name(n))
+                            if session.statements.contains_key(n.as_bytes()) =>
+                        {
+                            session.statements.remove(n.as_bytes());
+                            b.replies.push_back(Reply::LocalReady { tag: "DEALLOCATE" });
+                        }
+                        Some(sql::Deallocate::All) => {
+                            // The server's own statements go too: forget what it had.
+                            session.statements.clear();
+                            b.prepared.clear();
+                            out.extend_from_slice(frame);
+                            b.replies.push_back(Reply::Ready);
+                        }
+                        _ => {
+                            out.extend_from_slice(frame);
+                            b.replies.push_back(Reply::Ready);
+                        }
+                    }
                 }
-                frontend::PARSE
-                | frontend::BIND
-                | frontend::DESCRIBE
-                | frontend::EXECUTE
-                | frontend::CLOSE
-                | frontend::FLUSH
-                | frontend::FUNCTION_CALL => c.unsynced = true,
+                frontend::PARSE => {
+                    let Some((name, rest, _)) = extended::parse_parts(body) else {
+                        invalid = Some("invalid Parse message".into());
+                        break;
+                    };
+                    c.unsynced = true;
+                    if name.is_empty() {
+                        session.unnamed.clear();
+                        session.unnamed.extend_from_slice(rest);
+                        session.unnamed_class = class;
+                        c.batch_parsed_unnamed = true;
+                        out.extend_from_slice(frame);
+                        b.replies.push_back(Reply::forward(extended::ENDS_PARSE));
+                    } else if session.statements.contains_key(name) {
+                        let msg = format!(
+                            "prepared statement \"{}\" already exists",
+                            String::from_utf8_lossy(name)
+                        );
+                        local_error(b, "42P05", &msg);
+                        c.discard_until_sync = true;
+                    } else {
+                        let Some(class) = class else {
+                            invalid = Some("invalid Parse message".into());
+                            break;
+                        };
+                        let stmt = Arc::new(Statement::new(rest, class));
+                        session.statements.insert(name.to_vec(), stmt.clone());
+                        let unregister = Some((name.to_vec(), stmt.clone()));
+                        if touch_prepared(b, &stmt.id) {
+                            b.replies.push_back(Reply::Local {
+                                bytes: extended::PARSE_COMPLETE.to_vec(),
+                                undo: Some(Box::new(Undo {
+                                    unregister,
+                                    ..Undo::default()
+                                })),
+                            });
+                        } else {
+                            make_room(b, &mut out, max_prepared);
+                            extended::write_parse(&mut out, &stmt.server_name, &stmt.body);
+                            b.tick += 1;
+                            b.prepared.insert(stmt.id, b.tick);
+                            b.replies.push_back(Reply::Forward {
+                                ends: extended::ENDS_PARSE,
+                                undo: Some(Box::new(Undo {
+                                    unregister,
+                                    unprepared: Some(stmt.id),
+                                    ..Undo::default()
+                                })),
+                            });
+                        }
+                    }
+                }
+                frontend::BIND | frontend::DESCRIBE => {
+                    c.unsynced = true;
+                    let (is_statement, name) = if t == frontend::BIND {
+                        match extended::bind_statement(body) {
+                            Some(n) => (true, n),
+                            None => {
+                                invalid = Some("invalid Bind message".into());
+                                break;
+                            }
+                        }
+                    } else {
+                        match extended::target(body) {
+                            Some((kind, n)) => (kind == b'S', n),
+                            None => {
+                                invalid = Some("invalid Describe message".into());
+                                break;
+                            }
+                        }
+                    };
+                    let ends = if t == frontend::BIND {
+                        extended::ENDS_BIND
+                    } else {
+                        extended::ENDS_DESCRIBE
+                    };
+                    if !is_statement {
+                        out.extend_from_slice(frame);
+                    } else if name.is_empty() {
+                        if !c.batch_parsed_unnamed && !session.unnamed.is_empty() {
+                            // The unnamed statement was parsed in an earlier batch,
+                            // maybe on another connection: parse it again here.
+                            extended::write_parse(&mut out, "", &session.unnamed);
+                            b.replies.push_back(Reply::Swallow {
+                                ends: extended::ENDS_PARSE,
+                                undo: None,
+                            });
+                            c.batch_parsed_unnamed = true;
+                        }
+                        out.extend_from_slice(frame);
+                    } else {
+                        let Some(stmt) = session.statements.get(name).cloned() else {
+                            let msg = format!(
+                                "prepared statement \"{}\" does not exist",
+                                String::from_utf8_lossy(name)
+                            );
+                            local_error(b, "26000", &msg);
+                            c.discard_until_sync = true;
+                            pos += frame_len;
+                            continue;
+                        };
+                        if !touch_prepared(b, &stmt.id) {
+                            make_room(b, &mut out, max_prepared);
+                            extended::write_parse(&mut out, &stmt.server_name, &stmt.body);
+                            b.tick += 1;
+                            b.prepared.insert(stmt.id, b.tick);
+                            b.replies.push_back(Reply::Swallow {
+                                ends: extended::ENDS_PARSE,
+                                undo: Some(Box::new(Undo {
+                                    unprepared: Some(stmt.id),
+                                    ..Undo::default()
+                                })),
+                            });
+                        }
+                        if t == frontend::BIND {
+                            if extended::write_bind_renamed(&mut out, body, &stmt.server_name)
+                                .is_none()
+                            {
+                                invalid = Some("invalid Bind message".into());
+                                break;
+                            }
+                        } else {
+                            extended::write_statement_message(
+                                &mut out,
+                                frontend::DESCRIBE,
+                                &stmt.server_name,
+                            );
+                        }
+                    }
+                    b.replies.push_back(Reply::forward(ends));
+                }
+                frontend::CLOSE => {
+                    c.unsynced = true;
+                    match extended::target(body) {
+                        Some((b'S', name)) if !name.is_empty() => {
+                            // Other clients may share the server-side statement:
+                            // only the client's name goes; the server's stays cached.
+                            let reregister =
+                                session.statements.remove(name).map(|s| (name.to_vec(), s));
+                            b.replies.push_back(Reply::Local {
+                                bytes: extended::CLOSE_COMPLETE.to_vec(),
+                                undo: reregister.map(|r| {
+                                    Box::new(Undo {
+                                        reregister: Some(r),
+                                        ..Undo::default()
+                                    })
+                                }),
+                            });
+                        }
+                        Some(_) => {
+                            out.extend_from_slice(frame);
+                            b.replies.push_back(Reply::forward(extended::ENDS_CLOSE));
+                        }
+                        None => {
+                            invalid = Some("invalid Close message".into());
+                            break;
+                        }
+                    }
+                }
+                frontend::EXECUTE => {
+                    c.unsynced = true;
+                    out.extend_from_slice(frame);
+                    b.replies.push_back(Reply::forward(extended::ENDS_EXECUTE));
+                }
+                frontend::FLUSH => {
+                    c.unsynced = true;
+                    out.extend_from_slice(frame);
+                }
+                frontend::SYNC => {
+                    c.unsynced = false;
+                    c.batch_parsed_unnamed = false;
+                    out.extend_from_slice(frame);
+                    b.replies.push_back(Reply::Ready);
+                }
+                frontend::FUNCTION_CALL => {
+                    out.extend_from_slice(frame);
+                    b.replies.push_back(Reply::Ready);
+                }
                 t => {
                     invalid = Some(format!("invalid frontend message type {}", printable(t)));
                     break;
                 }
             }
-            // Statements inside a transaction or on a pinned session may change
-            // session state too.
-            if matches!(hdr.tag, frontend::QUERY | frontend::PARSE) {
-                if let Some(s) = c.session.as_mut() {
-                    if s.pinned.is_none() {
-                        let body = &c.rbuf[pos + 5..pos + frame_len];
-                        let text = if hdr.tag == frontend::QUERY {
-                            protocol::query_text(body)
-                        } else {
-                            protocol::parse_message_query(body).map(|(_, t)| t)
-                        };
-                        if let Some(text) = text {
-                            let class = sql::classify(text, &self.config.routing.write_functions);
-                            if let Some(reason) = class.pin {
-                                s.pinned = Some(reason);
-                                newly_pinned = Some(reason);
-                            }
-                        }
-                    }
-                }
-            }
             pos += frame_len;
         }
+        let mut resume_read = false;
+        let mut ok = true;
+        if !out.is_empty() {
+            ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &out);
+        }
+        let full = b.wbuf.len() > OUTPUT_HIGH_WATER;
         if pos > 0 {
-            let ok = match self.backends.get_mut(bk) {
-                Some(b) => {
-                    let ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &c.rbuf[..pos]);
-                    let full = b.wbuf.len() > OUTPUT_HIGH_WATER;
-                    // Edge-triggered: a client paused while it waited must be read again.
-                    resume_read = c.read_paused && !full && !c.eof;
-                    c.read_paused = full;
-                    ok
-                }
-                None => false,
-            };
+            // Edge-triggered: a client paused while it waited must be read again.
+            resume_read = c.read_paused && !full && !c.eof;
             c.rbuf.drain(..pos);
             super::worker::shrink(&mut c.rbuf);
-            if !ok {
-                self.backend_lost(bk, "could not write to server");
-                return;
-            }
+        }
+        c.read_paused = full;
+        let local_head = matches!(
+            b.replies.front(),
+            Some(Reply::Local { .. } | Reply::LocalReady { .. })
+        );
+        out.clear();
+        self.out = out;
+        if !ok {
+            self.backend_lost(bk, "could not write to server");
+            return;
         }
         if let Some(reason) = newly_pinned {
-            if on_replica {
+            if !on_primary {
                 // A session setting made inside a read-only transaction on a
                 // replica cannot follow the session to the primary.
                 log::warn!(
-                    "session-state statement ({}) inside a read-only transaction on a replica; \
+                    "session-state statement ({}) inside a transaction on a replica; \
                      the connection will not be reused",
                     reason.as_str()
                 );
@@ -559,6 +868,10 @@ impl Worker {
         if terminate {
             self.close_client(ck, "client terminated");
             return;
+        }
+        if local_head {
+            // PgGate's own replies are due now.
+            self.backend_input(bk);
         }
         if resume_read {
             self.read_client(ck);
@@ -608,9 +921,17 @@ impl Worker {
         if c.generation != generation {
             return;
         }
-        let ClientState::WaitingForBackend { backend_index } = c.state else {
+        let ClientState::WaitingForBackend {
+            backend_index,
+            since,
+        } = c.state
+        else {
             return;
         };
+        // The timer may belong to an earlier wait of this client.
+        if since.elapsed() < self.config.pool.checkout_timeout {
+            return;
+        }
         if let Some(s) = c.session.as_ref() {
             if let Some(p) = s.pools.per_backend.get(backend_index) {
                 p.remove_waiter(client_token(ck), generation);
@@ -653,7 +974,7 @@ impl Worker {
         let Some(c) = self.clients.get(ck) else {
             return;
         };
-        if c.generation != generation || !(c.in_flight || c.unsynced) {
+        if c.generation != generation {
             return;
         }
         let Some(bk) = c.backend else {
@@ -662,6 +983,10 @@ impl Worker {
         let Some(b) = self.backends.get_mut(bk) else {
             return;
         };
+        if b.replies.is_empty() && !c.unsynced {
+            // Nothing running: a late cancel must not hit a later statement.
+            return;
+        }
         let Some((pid, secret)) = b.key else {
             return;
         };
@@ -690,7 +1015,7 @@ impl Worker {
             ClientState::Authenticating { relay } => {
                 self.close_backend(relay, "client left during login");
             }
-            ClientState::WaitingForBackend { backend_index } => {
+            ClientState::WaitingForBackend { backend_index, .. } => {
                 if let Some(s) = session.as_ref() {
                     if let Some(p) = s.pools.per_backend.get(backend_index) {
                         p.remove_waiter(client_token(ck), c.generation);
@@ -701,7 +1026,8 @@ impl Worker {
         }
         let pinned = session.as_ref().is_some_and(|s| s.pinned.is_some());
         if let Some(bk) = c.backend.take() {
-            self.abandon_backend(bk, c.in_flight || c.unsynced, pinned);
+            let busy = c.unsynced || self.backends.get(bk).is_some_and(|b| !b.replies.is_empty());
+            self.abandon_backend(bk, busy, pinned);
         }
         if let Some(bk) = c.held.take() {
             self.abandon_backend(bk, false, pinned);
@@ -799,4 +1125,89 @@ fn printable(tag: u8) -> String {
     } else {
         format!("{tag}")
     }
+}
+
+/// The class a Bind or Describe of statement `name` routes by.
+fn statement_class(session: &Session, name: &[u8]) -> Option<sql::Classification> {
+    if name.is_empty() {
+        session.unnamed_class
+    } else {
+        session.statements.get(name).map(|s| s.class)
+    }
+}
+
+/// Marks a statement used on this connection; false if the server lacks it.
+fn touch_prepared(b: &mut Backend, id: &StatementId) -> bool {
+    b.tick += 1;
+    let tick = b.tick;
+    match b.prepared.get_mut(id) {
+        Some(t) => {
+            *t = tick;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Closes the least recently used statement when the connection holds
+/// `pool.max_prepared_statements` already.
+fn make_room(b: &mut Backend, out: &mut Vec<u8>, max: usize) {
+    while b.prepared.len() >= max {
+        let Some((&old, _)) = b.prepared.iter().min_by_key(|(_, &t)| t) else {
+            return;
+        };
+        b.prepared.remove(&old);
+        extended::write_statement_message(out, frontend::CLOSE, &extended::server_name(&old));
+        b.replies.push_back(Reply::Swallow {
+            ends: extended::ENDS_CLOSE,
+            // Skipped after an error, the statement would stay on the server
+            // while PgGate believes it gone: a later Parse of it would fail.
+            undo: Some(Box::new(Undo {
+                uncertain: true,
+                ..Undo::default()
+            })),
+        });
+    }
+}
+
+/// Queues an error PgGate raises itself, in its place among the replies.
+fn local_error(b: &mut Backend, code: &str, message: &str) {
+    let mut bytes = Vec::new();
+    write::error_response(&mut bytes, "ERROR", code, message);
+    b.replies.push_back(Reply::Local { bytes, undo: None });
+}
+
+/// A simple Query that drops protocol-level statements only, answered by
+/// PgGate for an unlinked, unpinned session: the tag to reply with.
+fn deallocate_locally(session: Option<&mut Session>, text: &str) -> Option<&'static str> {
+    let session = session?;
+    if session.pinned.is_some() {
+        // SQL PREPAREs may exist on the server: it must see DEALLOCATE ALL too.
+        return None;
+    }
+    match sql::deallocate_target(text)? {
+        sql::Deallocate::Name(n) => {
+            session.statements.remove(n.as_bytes())?;
+            Some("DEALLOCATE")
+        }
+        sql::Deallocate::All => {
+            session.statements.clear();
+            let discard = sql::Lexer::new(text)
+                .find(|t| !t.is_comment())
+                .is_some_and(|t| t.is_keyword("discard"));
+            Some(if discard {
+                "DISCARD ALL"
+            } else {
+                "DEALLOCATE ALL"
+            })
+        }
+    }
+}
+
+/// CommandComplete with the given tag.
+pub fn write_command_complete(out: &mut Vec<u8>, tag: &str) {
+    out.push(b'C');
+    out.extend_from_slice(&((4 + tag.len() + 1) as u32).to_be_bytes());
+    out.extend_from_slice(tag.as_bytes());
+    out.push(0);
 }

@@ -36,14 +36,20 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum WorkerMsg {
     NewClient(std::net::TcpStream),
     /// A CancelRequest named a client of this worker.
-    Cancel { client: Token, generation: u64 },
+    Cancel {
+        client: Token,
+        generation: u64,
+    },
     /// A backend connection moved here from another worker, for a waiting client.
     Transfer {
         backend: Box<Backend>,
         for_client: Option<(Token, u64)>,
     },
     /// A pool this worker has idle connections (or waiters) for has waiters.
-    Poke { pools: Arc<UserPools>, index: usize },
+    Poke {
+        pools: Arc<UserPools>,
+        index: usize,
+    },
     Shutdown,
 }
 
@@ -75,6 +81,8 @@ pub struct Worker {
     pub idle: HashMap<(usize, usize), Vec<usize>>,
     pub timers: BinaryHeap<Reverse<Timer>>,
     pub scratch: Vec<u8>,
+    /// Reused for assembling output to one peer; empty between uses.
+    pub out: Vec<u8>,
     pub next_generation: u64,
     pub rng: u64,
     pub stopping: bool,
@@ -169,12 +177,7 @@ pub fn shrink(buf: &mut Vec<u8>) {
 }
 
 impl Worker {
-    pub fn new(
-        id: usize,
-        poll: Poll,
-        rx: Receiver<WorkerMsg>,
-        shared: Arc<Shared>,
-    ) -> Worker {
+    pub fn new(id: usize, poll: Poll, rx: Receiver<WorkerMsg>, shared: Arc<Shared>) -> Worker {
         let config = shared.config.clone();
         Worker {
             id,
@@ -187,8 +190,11 @@ impl Worker {
             idle: HashMap::new(),
             timers: BinaryHeap::new(),
             scratch: vec![0; READ_CHUNK],
+            out: Vec::new(),
             next_generation: 1,
-            rng: 0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ super::shared::random_u32() as u64,
+            rng: 0x9e37_79b9_7f4a_7c15
+                ^ ((id as u64 + 1) << 32)
+                ^ super::shared::random_u32() as u64,
             stopping: false,
         }
     }
@@ -222,12 +228,7 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        self.add_timer(
-            Duration::from_secs(1),
-            TimerKind::Maintenance,
-            0,
-            0,
-        );
+        self.add_timer(Duration::from_secs(1), TimerKind::Maintenance, 0, 0);
         loop {
             let timeout = self
                 .timers
@@ -261,10 +262,18 @@ impl Worker {
         let key = n / 2;
         if n % 2 == 0 {
             if self.clients.contains(key) {
-                self.client_event(key, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+                self.client_event(
+                    key,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable(),
+                );
             }
         } else if self.backends.contains(key) {
-            self.backend_event(key, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+            self.backend_event(
+                key,
+                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ev.is_writable(),
+            );
         }
     }
 
@@ -331,8 +340,8 @@ impl Worker {
             session: None,
             backend: None,
             held: None,
-            in_flight: false,
             unsynced: false,
+            batch_parsed_unnamed: false,
             discard_until_sync: false,
             eof: false,
             read_paused: false,
