@@ -75,7 +75,10 @@ pub fn authentication(buf: &mut Vec<u8>, code: u32, payload: &[u8]) {
 }
 
 /// StartupMessage for protocol 3.0 with the given parameters.
-pub fn startup_message<'a>(buf: &mut Vec<u8>, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub fn startup_message<'a>(
+    buf: &mut Vec<u8>,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     let at = buf.len();
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
@@ -186,7 +189,10 @@ mod tests {
     fn startup_message_length_covers_itself() {
         let mut b = Vec::new();
         startup_message(&mut b, [("user", "u"), ("database", "d")]);
-        assert_eq!(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, b.len());
+        assert_eq!(
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            b.len()
+        );
         assert!(matches!(
             crate::protocol::parse_startup(&b[4..]),
             Ok(crate::protocol::StartupPacket::Startup { .. })
