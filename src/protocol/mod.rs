@@ -194,6 +194,27 @@ pub fn parse_message_query(body: &[u8]) -> Option<(&[u8], &str)> {
     Some((name, std::str::from_utf8(text).ok()?))
 }
 
+/// The statement name a Bind body refers to.
+pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
+    let (_, rest) = cstr(body)?;
+    let (name, _) = cstr(rest)?;
+    Some(name)
+}
+
+/// The target of a Describe or Close body: (b'S' or b'P', name).
+pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = cstr(rest)?;
+    matches!(kind, b'S' | b'P').then_some((kind, name))
+}
+
+/// The name and the rest (text, types) of a Parse body.
+pub fn parse_parts(body: &[u8]) -> Option<(&[u8], &[u8], &str)> {
+    let (name, rest) = cstr(body)?;
+    let (text, _) = cstr(rest)?;
+    Some((name, rest, std::str::from_utf8(text).ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +286,16 @@ mod tests {
             parse_message_query(b"s1\0select $1\0\0\0"),
             Some((&b"s1"[..], "select $1"))
         );
+    }
+    #[test]
+    fn targets_and_parse_parts() {
+        assert_eq!(target(b"Sname\0"), Some((b'S', &b"name"[..])));
+        assert_eq!(target(b"P\0"), Some((b'P', &b""[..])));
+        assert_eq!(target(b"Xname\0"), None);
+        assert_eq!(target(b"S"), None);
+        let (name, rest, text) = parse_parts(b"s1\0select 1\0\0\0").unwrap();
+        assert_eq!(name, b"s1");
+        assert_eq!(rest, b"select 1\0\0\0");
+        assert_eq!(text, "select 1");
     }
 }

@@ -41,9 +41,7 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
         SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST if rest.is_empty() => Ok(StartupPacket::GssEncRequest),
         CANCEL_REQUEST => match (be_i32::<_, nom::error::Error<&[u8]>>, be_i32).parse(rest) {
-            Ok((&[], (pid, secret))) => {
-                Ok(StartupPacket::CancelRequest { pid, secret })
-            }
+            Ok((&[], (pid, secret))) => Ok(StartupPacket::CancelRequest { pid, secret }),
             _ => Err(StartupError::Malformed),
         },
         SSL_REQUEST | GSSENC_REQUEST => Err(StartupError::Malformed),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::protocol::{bind_statement, parse_parts, target};
 use crate::protocol::{cstr, frontend};
 use crate::sql::Classification;
 
@@ -166,27 +167,6 @@ pub fn write_bind_renamed(out: &mut Vec<u8>, body: &[u8], statement: &str) -> Op
     Some(())
 }
 
-/// The statement name a Bind body refers to.
-pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
-    let (_, rest) = cstr(body)?;
-    let (name, _) = cstr(rest)?;
-    Some(name)
-}
-
-/// The target of a Describe or Close body: (b'S' or b'P', name).
-pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
-    let (&kind, rest) = body.split_first()?;
-    let (name, _) = cstr(rest)?;
-    matches!(kind, b'S' | b'P').then_some((kind, name))
-}
-
-/// The name and the rest (text, types) of a Parse body.
-pub fn parse_parts(body: &[u8]) -> Option<(&[u8], &[u8], &str)> {
-    let (name, rest) = cstr(body)?;
-    let (text, _) = cstr(rest)?;
-    Some((name, rest, std::str::from_utf8(text).ok()?))
-}
-
 /// ParseComplete / BindComplete / CloseComplete as PgGate sends them itself.
 pub const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
 pub const CLOSE_COMPLETE: &[u8] = &[b'3', 0, 0, 0, 4];
@@ -216,21 +196,12 @@ mod tests {
         assert_eq!(out[0], b'B');
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(len + 1, out.len());
-        assert_eq!(bind_statement(&out[5..]), Some(&b"pggate_x"[..]));
+        assert_eq!(
+            crate::protocol::bind_statement(&out[5..]),
+            Some(&b"pggate_x"[..])
+        );
         assert!(out.ends_with(b"\0\0\0\0\x01\0\0\0\x011\0\0"));
         assert!(write_bind_renamed(&mut out, b"portal", "x").is_none());
-    }
-
-    #[test]
-    fn targets_and_parse_parts() {
-        assert_eq!(target(b"Sname\0"), Some((b'S', &b"name"[..])));
-        assert_eq!(target(b"P\0"), Some((b'P', &b""[..])));
-        assert_eq!(target(b"Xname\0"), None);
-        assert_eq!(target(b"S"), None);
-        let (name, rest, text) = parse_parts(b"s1\0select 1\0\0\0").unwrap();
-        assert_eq!(name, b"s1");
-        assert_eq!(rest, b"select 1\0\0\0");
-        assert_eq!(text, "select 1");
     }
 
     #[test]
