@@ -595,11 +595,19 @@ impl Worker {
                 },
                 _ => None,
             };
-            if !copy && !c.unsynced && !b.replies.is_empty() && !on_primary && b.tx_status == b'I' {
-                let replica_ok = session.pinned.is_none()
-                    && class.is_some_and(|k| k.pin.is_none() && k.wants_replica(reads_to_primary));
-                if !replica_ok {
-                    // This batch belongs elsewhere: wait until the connection is free.
+            if !copy
+                && !c.unsynced
+                && !b.replies.is_empty()
+                && b.tx_status == b'I'
+                && session.pinned.is_none()
+            {
+                // A new batch while the last one is still running outside a
+                // transaction: pipeline it here only if it would be routed
+                // here anyway; otherwise it waits for ReadyForQuery (which may
+                // yet open a transaction that it then joins).
+                let wants_replica =
+                    class.is_some_and(|k| k.pin.is_none() && k.wants_replica(reads_to_primary));
+                if wants_replica == on_primary {
                     break;
                 }
             }
