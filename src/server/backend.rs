@@ -642,6 +642,11 @@ impl Worker {
                                 }
                             }
                         }
+                        if b.replies.is_empty() {
+                            // The client has not sent its Sync yet: the server
+                            // ignores everything up to it, and so does PgGate.
+                            c.discard_until_sync = true;
+                        }
                     }
                 }
                 _ => match b.replies.front() {
@@ -772,8 +777,10 @@ impl Worker {
                         return Err("server still in a transaction after reset".into());
                     }
                     if self.config.pool.mode == crate::config::PoolMode::Session {
-                        // DISCARD ALL returned the session to its startup values.
+                        // DISCARD ALL returned the session to its startup values
+                        // and dropped every prepared statement.
                         b.applied = b.baseline.clone();
+                        b.prepared.clear();
                     }
                     self.release(bk);
                     return Ok(());
