@@ -16,6 +16,7 @@ use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
 use super::extended::{Reply, Undo};
+use super::stream::Stream;
 use super::session::write_command_complete;
 use super::worker::{backend_token, write_or_buffer, TimerKind, Worker, OUTPUT_HIGH_WATER};
 
@@ -58,7 +59,7 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         let now = Instant::now();
         entry.insert(Backend {
-            sock,
+            sock: Stream::Plain(sock),
             generation,
             state: BackendState::Connecting,
             login,

@@ -6,13 +6,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 
 use crate::auth::scram::ScramClient;
 use crate::sql::PinReason;
 
 use super::extended::{Registry, Reply, StatementId};
 use super::shared::UserPools;
+use super::stream::Stream;
 
 /// Session parameters (GUC name lower-cased, value), sorted by name: what a
 /// client asked for at startup, or what a backend connection currently has.
@@ -57,7 +57,7 @@ pub struct Session {
 }
 
 pub struct Client {
-    pub sock: TcpStream,
+    pub sock: Stream,
     pub generation: u64,
     pub state: ClientState,
     /// Bytes received and not yet handled or forwarded.
@@ -112,7 +112,7 @@ pub enum BackendState {
 }
 
 pub struct Backend {
-    pub sock: TcpStream,
+    pub sock: Stream,
     pub generation: u64,
     pub state: BackendState,
     pub login: Login,

@@ -8,6 +8,7 @@ mod extended;
 mod pool;
 mod session;
 pub mod shared;
+mod stream;
 mod worker;
 
 use std::io::Write;

@@ -23,6 +23,7 @@ use crate::config::Config;
 
 use super::conn::{Backend, Client};
 use super::shared::{Shared, UserPools};
+use super::stream::Stream;
 
 pub const WAKER: Token = Token(0);
 
@@ -108,13 +109,15 @@ pub enum ReadOutcome {
 /// Reads what the socket has into `buf`. A short read means the socket is
 /// drained (edge-triggered: the next arrival raises a new event), so no extra
 /// read is spent just to see WouldBlock.
-pub fn read_into(sock: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> ReadOutcome {
+pub fn read_into(sock: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> ReadOutcome {
+    // TLS may hold decrypted bytes the socket no longer signals: read it dry.
+    let short_read_drains = !sock.is_tls();
     loop {
         match sock.read(scratch) {
             Ok(0) => return ReadOutcome::Closed,
             Ok(n) => {
                 buf.extend_from_slice(&scratch[..n]);
-                if n < scratch.len() {
+                if short_read_drains && n < scratch.len() {
                     return ReadOutcome::Open;
                 }
                 if buf.len() > OUTPUT_HIGH_WATER * 4 {
@@ -131,7 +134,7 @@ pub fn read_into(sock: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8]) ->
 
 /// Writes `data` to the socket, keeping what it does not take in `pending`.
 /// Data already pending goes first. Returns false when the socket failed.
-pub fn write_or_buffer(sock: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]) -> bool {
+pub fn write_or_buffer(sock: &mut impl Write, pending: &mut Vec<u8>, data: &[u8]) -> bool {
     if !pending.is_empty() {
         pending.extend_from_slice(data);
         return flush(sock, pending);
@@ -153,7 +156,7 @@ pub fn write_or_buffer(sock: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8])
 }
 
 /// Writes as much of `pending` as the socket takes. False when the socket failed.
-pub fn flush(sock: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
+pub fn flush(sock: &mut impl Write, pending: &mut Vec<u8>) -> bool {
     let mut off = 0;
     while off < pending.len() {
         match sock.write(&pending[off..]) {
@@ -332,7 +335,7 @@ impl Worker {
             return;
         }
         entry.insert(Client {
-            sock,
+            sock: Stream::Plain(sock),
             generation,
             state: super::conn::ClientState::Startup,
             rbuf: Vec::new(),
@@ -481,7 +484,11 @@ impl Worker {
             return;
         };
         if b.state == super::conn::BackendState::Connecting {
-            match b.sock.take_error() {
+            let Some(tcp) = b.sock.tcp_ref() else {
+                self.backend_connect_failed(key, "socket lost");
+                return;
+            };
+            match tcp.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     let msg = e.to_string();
@@ -489,10 +496,10 @@ impl Worker {
                     return;
                 }
             }
-            match b.sock.peer_addr() {
+            match tcp.peer_addr() {
                 Ok(_) => {
+                    let _ = tcp.set_nodelay(true);
                     b.state = super::conn::BackendState::Authenticating;
-                    let _ = b.sock.set_nodelay(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
