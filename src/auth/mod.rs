@@ -9,12 +9,14 @@ pub mod md5;
 pub mod pgpass;
 pub mod sasl;
 pub mod scram;
+pub mod scram_server;
 
 use std::fmt;
 
 pub use pgpass::PgPass;
 pub use sasl::{client_channel_binding, mechanisms, without_plus, ClientChannelBinding};
 pub use scram::{parse_scram_secret, ScramClient, ScramCredential, ScramSecret};
+pub use scram_server::{ScramFailure, ScramServer};
 
 /// Why an authentication step failed. The message names the step and the
 /// reason, never a password or key, and is safe to log as it is.
