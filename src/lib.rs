@@ -3,6 +3,7 @@
 //! while they move between pooled connections.
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod ops;
 pub mod protocol;
 pub mod server;
