@@ -77,7 +77,17 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        let problems = config.check_files(&origin);
+        let mut problems: Vec<String> = config
+            .check_files(&origin)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        if problems.is_empty() {
+            // The files are there: check that they make working TLS set-ups.
+            if let Err(e) = pggate::server::tls::TlsSetup::build(&config) {
+                problems.push(format!("{origin}: {e}"));
+            }
+        }
         if problems.is_empty() {
             println!("configuration ok");
             return ExitCode::SUCCESS;

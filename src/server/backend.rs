@@ -12,12 +12,13 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::auth::{self, ScramClient, ScramCredential};
+use crate::config::BackendTlsMode;
 use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
 use super::extended::{Reply, Undo};
-use super::stream::Stream;
 use super::session::write_command_complete;
+use super::stream::{HandshakeStep, Stream};
 use super::worker::{backend_token, write_or_buffer, TimerKind, Worker, OUTPUT_HIGH_WATER};
 
 /// Backend messages during login and resets are small; anything larger than
@@ -58,6 +59,14 @@ impl Worker {
             )
             .map_err(|e| e.to_string())?;
         let now = Instant::now();
+        // With backend TLS the first bytes are an SSLRequest; the startup
+        // packet waits for the handshake.
+        let tls = self.shared.tls.read().connector.is_some();
+        let (first, pending_startup) = if tls {
+            (ssl_request().to_vec(), Some(startup))
+        } else {
+            (startup, None)
+        };
         entry.insert(Backend {
             sock: Stream::Plain(sock),
             generation,
@@ -67,11 +76,12 @@ impl Worker {
             pools,
             counted: false,
             rbuf: Vec::new(),
-            wbuf: startup,
+            wbuf: first,
             skip: 0,
             key: None,
             baseline: Params::default(),
             applied: Params::default(),
+            pending_startup,
             pending_applied: None,
             sync_error: None,
             client: for_client,
@@ -133,7 +143,7 @@ impl Worker {
         }
         if matches!(
             b.state,
-            BackendState::Connecting | BackendState::Authenticating
+            BackendState::Connecting | BackendState::TlsNegotiating | BackendState::Authenticating
         ) {
             self.backend_connect_failed(bk, "timeout expired (pool.connect_timeout)");
         }
@@ -146,6 +156,7 @@ impl Worker {
         };
         let result = match b.state {
             BackendState::Connecting => Ok(()),
+            BackendState::TlsNegotiating => self.tls_answer_input(bk),
             BackendState::Authenticating => match b.login {
                 Login::Relay { client } => self.relay_login_input(bk, client),
                 Login::Own { .. } => self.own_login_input(bk),
@@ -157,6 +168,64 @@ impl Worker {
         };
         if let Err(e) = result {
             self.backend_lost(bk, &e);
+        }
+    }
+
+    /// The server's answer to PgGate's SSLRequest: 'S' starts the handshake,
+    /// 'N' continues in the clear only with `backend_tls.mode = "prefer"`.
+    fn tls_answer_input(&mut self, bk: usize) -> Result<(), String> {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return Ok(());
+        };
+        let Some(&answer) = b.rbuf.first() else {
+            return Ok(());
+        };
+        if b.rbuf.len() > 1 {
+            // Nothing may follow the answer before the handshake (CVE-2021-23222).
+            return Err("server sent unexpected data after its SSLRequest answer".into());
+        }
+        b.rbuf.clear();
+        let tls = self.shared.tls.read().clone();
+        match answer {
+            b'S' => {
+                let Some(connector) = tls.connector.as_ref() else {
+                    return Err("TLS connector missing".into());
+                };
+                let host = self.shared.backends[b.index].host.clone();
+                let Some(tcp) = b.sock.take_plain() else {
+                    return Err("socket lost before TLS".into());
+                };
+                match b.sock.start_handshake(connector.connect(&host, tcp)) {
+                    HandshakeStep::Done => self.backend_tls_ready(bk),
+                    HandshakeStep::InProgress => Ok(()),
+                    HandshakeStep::Failed(e) => Err(format!("TLS handshake failed: {e}")),
+                }
+            }
+            b'N' if tls.backend_mode == BackendTlsMode::Prefer => {
+                b.state = BackendState::Authenticating;
+                let startup = b.pending_startup.take().unwrap_or_default();
+                if self.send_backend(bk, &startup) {
+                    Ok(())
+                } else {
+                    Err("could not write to server".into())
+                }
+            }
+            b'N' => Err("server does not support TLS (backend_tls.mode requires it)".into()),
+            other => Err(format!("unexpected answer {other} to SSLRequest")),
+        }
+    }
+
+    /// The backend TLS handshake finished: the startup packet goes now.
+    pub fn backend_tls_ready(&mut self, bk: usize) -> Result<(), String> {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return Ok(());
+        };
+        b.state = BackendState::Authenticating;
+        let startup = b.pending_startup.take().unwrap_or_default();
+        if self.send_backend(bk, &startup) {
+            Ok(())
+        } else {
+            Err("could not write to server".into())
         }
     }
 
@@ -800,7 +869,12 @@ impl Worker {
         let name = self.shared.backends[b.index].name.clone();
         log::debug!("backend \"{name}\" connection lost: {why}");
         match (b.state, &b.login) {
-            (BackendState::Connecting | BackendState::Authenticating, _) => {
+            (
+                BackendState::Connecting
+                | BackendState::TlsNegotiating
+                | BackendState::Authenticating,
+                _,
+            ) => {
                 self.backend_connect_failed(bk, why);
             }
             (BackendState::Linked | BackendState::Syncing, _) => {
@@ -912,4 +986,12 @@ fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
     if undo.uncertain {
         b.dirty = true;
     }
+}
+
+/// SSLRequest (untagged, 8 bytes).
+fn ssl_request() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&8u32.to_be_bytes());
+    b[4..8].copy_from_slice(&protocol::SSL_REQUEST.to_be_bytes());
+    b
 }

@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-
 use crate::auth::scram::ScramClient;
 use crate::sql::PinReason;
 
@@ -96,6 +95,9 @@ pub enum Login {
 pub enum BackendState {
     /// TCP connect in progress.
     Connecting,
+    /// SSLRequest sent; waiting for the server's one-byte answer, then the
+    /// TLS handshake (the stream says when it is done).
+    TlsNegotiating,
     /// Startup and authentication.
     Authenticating,
     /// Bringing session parameters to the linked client's values; replies swallowed.
@@ -131,6 +133,8 @@ pub struct Backend {
     pub baseline: Params,
     /// Parameters as they are now on the server.
     pub applied: Params,
+    /// The startup packet, held back while TLS is negotiated.
+    pub pending_startup: Option<Vec<u8>>,
     /// What `applied` becomes once the running parameter sync succeeds.
     pub pending_applied: Option<Params>,
     /// The first error the parameter sync met.

@@ -9,6 +9,7 @@ mod pool;
 mod session;
 pub mod shared;
 mod stream;
+pub mod tls;
 mod worker;
 
 use std::io::Write;
@@ -90,7 +91,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     };
     let listener = TcpListener::bind(config.proxy.listen.as_str())
         .map_err(|e| RunError(format!("cannot listen on {}: {e}", config.proxy.listen)))?;
-    let shared = Arc::new(Shared::new(config.clone(), backends, pgpass));
+    let tls = tls::TlsSetup::build(&config).map_err(RunError)?;
+    let shared = Arc::new(Shared::new(config.clone(), backends, pgpass, tls));
 
     let n = match config.proxy.workers {
         0 => default_workers(),

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use mio::Token;
 
-use crate::config::{PoolMode, ReadsTarget, Role};
+use crate::config::{ClientTlsMode, PoolMode, ReadsTarget, Role};
 use crate::protocol::startup::{parse_options, StartupError};
 use crate::protocol::{self, frontend, parse_header, parse_startup, write, StartupPacket};
 use crate::sql;
 
 use super::conn::{Backend, BackendState, ClientState, Login, Session};
 use super::extended::{self, Reply, Statement, StatementId, Undo};
+use super::stream::HandshakeStep;
 use super::worker::{client_token, Worker, WorkerMsg, OUTPUT_HIGH_WATER};
 
 /// Startup parameters that are not session settings.
@@ -80,8 +81,12 @@ impl Worker {
             let packet = parse_startup(&c.rbuf[4..len]);
             c.rbuf.drain(..len);
             match packet {
-                Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) => {
-                    // TLS and GSS encryption are not offered: the client goes on in the clear.
+                Ok(StartupPacket::SslRequest) => {
+                    self.ssl_request(ck);
+                    return;
+                }
+                Ok(StartupPacket::GssEncRequest) => {
+                    // GSS encryption is never offered: the client goes on in the clear.
                     if !self.send_client(ck, b"N") {
                         self.close_client(ck, "client gone");
                         return;
@@ -117,7 +122,61 @@ impl Worker {
         }
     }
 
+    /// Answers an SSLRequest: 'S' and a TLS handshake when client TLS is on,
+    /// 'N' otherwise.
+    fn ssl_request(&mut self, ck: usize) {
+        let tls = self.shared.tls.read().clone();
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let acceptor = match tls.acceptor.as_ref() {
+            Some(a) if !c.sock.is_tls() => a,
+            _ => {
+                if !self.send_client(ck, b"N") {
+                    self.close_client(ck, "client gone");
+                    return;
+                }
+                self.client_startup(ck);
+                return;
+            }
+        };
+        if !c.rbuf.is_empty() {
+            // Bytes sent before the handshake could be injected by a third
+            // party (CVE-2021-23214): refuse them.
+            self.fatal(ck, "08P01", "received unencrypted data after SSL request");
+            return;
+        }
+        if !self.send_client(ck, b"S") || !c_wbuf_empty(&self.clients, ck) {
+            self.close_client(ck, "could not answer SSLRequest");
+            return;
+        }
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(tcp) = c.sock.take_plain() else {
+            self.close_client(ck, "socket lost before TLS");
+            return;
+        };
+        match c.sock.start_handshake(acceptor.accept(tcp)) {
+            HandshakeStep::Done => self.read_client(ck),
+            HandshakeStep::InProgress => {}
+            HandshakeStep::Failed(e) => {
+                log::info!("client TLS handshake failed: {e}");
+                self.close_client(ck, "TLS handshake failed");
+            }
+        }
+    }
+
     fn start_session(&mut self, ck: usize, minor: u16, params: Vec<(String, String)>) {
+        let plain = self.clients.get(ck).is_some_and(|c| !c.sock.is_tls());
+        if plain && self.shared.tls.read().client_mode == ClientTlsMode::Require {
+            self.fatal(
+                ck,
+                "28000",
+                "TLS is required (client_tls.mode = \"require\"); connect with sslmode=require or stronger",
+            );
+            return;
+        }
         let mut user = None;
         let mut database = None;
         let mut settings: Vec<(String, String)> = Vec::new();
@@ -1218,4 +1277,8 @@ pub fn write_command_complete(out: &mut Vec<u8>, tag: &str) {
     out.extend_from_slice(&((4 + tag.len() + 1) as u32).to_be_bytes());
     out.extend_from_slice(tag.as_bytes());
     out.push(0);
+}
+
+fn c_wbuf_empty(clients: &slab::Slab<super::conn::Client>, ck: usize) -> bool {
+    clients.get(ck).is_some_and(|c| c.wbuf.is_empty())
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
 use mio::{Token, Waker};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::auth::pgpass::PgPass;
 use crate::config::{Config, Role};
@@ -132,6 +132,8 @@ pub struct CancelTarget {
 
 pub struct Shared {
     pub config: Arc<Config>,
+    /// TLS acceptor and connector; swapped whole on reload.
+    pub tls: RwLock<Arc<super::tls::TlsSetup>>,
     pub backends: Vec<BackendInfo>,
     pub primary: Option<usize>,
     pub pgpass: Option<PgPass>,
@@ -144,10 +146,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, backends: Vec<BackendInfo>, pgpass: Option<PgPass>) -> Shared {
+    pub fn new(
+        config: Arc<Config>,
+        backends: Vec<BackendInfo>,
+        pgpass: Option<PgPass>,
+        tls: Arc<super::tls::TlsSetup>,
+    ) -> Shared {
         let primary = backends.iter().position(|b| b.role == Role::Primary);
         Shared {
             config,
+            tls: RwLock::new(tls),
             backends,
             primary,
             pgpass,

@@ -138,12 +138,26 @@ fn no_socket() -> io::Error {
 
 /// Registration goes to the TCP socket under the stream.
 impl Source for Stream {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        self.tcp().ok_or_else(no_socket)?.register(registry, token, interests)
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.tcp()
+            .ok_or_else(no_socket)?
+            .register(registry, token, interests)
     }
 
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        self.tcp().ok_or_else(no_socket)?.reregister(registry, token, interests)
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.tcp()
+            .ok_or_else(no_socket)?
+            .reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {

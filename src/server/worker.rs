@@ -23,7 +23,7 @@ use crate::config::Config;
 
 use super::conn::{Backend, Client};
 use super::shared::{Shared, UserPools};
-use super::stream::Stream;
+use super::stream::{HandshakeStep, Stream};
 
 pub const WAKER: Token = Token(0);
 
@@ -354,6 +354,10 @@ impl Worker {
     }
 
     fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if self.clients.get(key).is_some_and(|c| c.sock.handshaking()) {
+            self.client_handshake(key);
+            return;
+        }
         if writable {
             self.flush_client(key);
             if !self.clients.contains(key) {
@@ -366,6 +370,24 @@ impl Worker {
     }
 
     fn backend_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if self.backends.get(key).is_some_and(|b| b.sock.handshaking()) {
+            let step = match self.backends.get_mut(key) {
+                Some(b) => b.sock.continue_handshake(),
+                None => return,
+            };
+            match step {
+                HandshakeStep::InProgress => {}
+                HandshakeStep::Done => {
+                    if let Err(e) = self.backend_tls_ready(key) {
+                        self.backend_lost(key, &e);
+                    }
+                }
+                HandshakeStep::Failed(e) => {
+                    self.backend_lost(key, &format!("TLS handshake failed: {e}"));
+                }
+            }
+            return;
+        }
         if writable {
             self.backend_writable(key);
             if !self.backends.contains(key) {
@@ -374,6 +396,22 @@ impl Worker {
         }
         if readable {
             self.read_backend(key);
+        }
+    }
+
+    /// Drives a client's TLS handshake; once done, reads what came with it.
+    fn client_handshake(&mut self, key: usize) {
+        let step = match self.clients.get_mut(key) {
+            Some(c) => c.sock.continue_handshake(),
+            None => return,
+        };
+        match step {
+            HandshakeStep::InProgress => {}
+            HandshakeStep::Done => self.read_client(key),
+            HandshakeStep::Failed(e) => {
+                log::info!("client TLS handshake failed: {e}");
+                self.close_client(key, "TLS handshake failed");
+            }
         }
     }
 
@@ -499,7 +537,11 @@ impl Worker {
             match tcp.peer_addr() {
                 Ok(_) => {
                     let _ = tcp.set_nodelay(true);
-                    b.state = super::conn::BackendState::Authenticating;
+                    b.state = if b.pending_startup.is_some() {
+                        super::conn::BackendState::TlsNegotiating
+                    } else {
+                        super::conn::BackendState::Authenticating
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
