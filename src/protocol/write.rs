@@ -23,9 +23,15 @@ fn put_cstr(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(0);
 }
 
-/// ErrorResponse (or NoticeResponse with `tag = b'N'`) with severity, SQLSTATE and
-/// message. Messages PgGate writes itself start with `pggate: `.
+/// ErrorResponse with severity, SQLSTATE and message. Messages PgGate writes
+/// itself start with `pggate: `.
 pub fn error_response(buf: &mut Vec<u8>, severity: &str, code: &str, message: &str) {
+    error_response_as(buf, severity, code, &format!("pggate: {message}"));
+}
+
+/// ErrorResponse with the message exactly as given: for the few answers that
+/// must read as PostgreSQL's own (a failed password check in query mode).
+pub fn error_response_as(buf: &mut Vec<u8>, severity: &str, code: &str, message: &str) {
     let at = begin(buf, backend::ERROR_RESPONSE);
     buf.push(b'S');
     put_cstr(buf, severity.as_bytes());
@@ -34,11 +40,15 @@ pub fn error_response(buf: &mut Vec<u8>, severity: &str, code: &str, message: &s
     buf.push(b'C');
     put_cstr(buf, code.as_bytes());
     buf.push(b'M');
-    let mut text = Vec::with_capacity(message.len() + 8);
-    text.extend_from_slice(b"pggate: ");
-    text.extend_from_slice(message.as_bytes());
-    put_cstr(buf, &text);
+    put_cstr(buf, message.as_bytes());
     buf.push(0);
+    finish(buf, at);
+}
+
+pub fn parameter_status(buf: &mut Vec<u8>, name: &str, value: &str) {
+    let at = begin(buf, backend::PARAMETER_STATUS);
+    put_cstr(buf, name.as_bytes());
+    put_cstr(buf, value.as_bytes());
     finish(buf, at);
 }
 

@@ -12,10 +12,11 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::auth::{self, ScramClient, ScramCredential};
-use crate::config::BackendTlsMode;
+use crate::config::{AuthMode, BackendTlsMode};
 use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
+use super::shared::Credential;
 use super::extended::{Reply, Undo};
 use super::session::write_command_complete;
 use super::stream::{HandshakeStep, Stream};
@@ -81,6 +82,7 @@ impl Worker {
             key: None,
             baseline: Params::default(),
             applied: Params::default(),
+            server_params: Vec::new(),
             pending_startup,
             pending_applied: None,
             sync_error: None,
@@ -362,37 +364,61 @@ impl Worker {
                     }
                     let info = &self.shared.backends[b.index];
                     let user = b.pools.user.clone();
-                    let password = self
-                        .shared
-                        .password_for(info, &b.pools.database, &user)
-                        .map(str::to_string);
+                    // Query mode: what the client's own login gave PgGate;
+                    // otherwise the credentials file.
+                    let secret = match self.config.auth.mode {
+                        AuthMode::Query => b.pools.credential.read().clone(),
+                        AuthMode::Passthrough => self
+                            .shared
+                            .password_for(info, &b.pools.database, &user)
+                            .map(|p| Credential::Password(p.to_string())),
+                    };
                     let mut out = Vec::new();
-                    match code {
-                        auth_code::CLEARTEXT | auth_code::MD5 | auth_code::SASL
-                            if password.is_none() =>
-                        {
-                            self.own_login_failed(
-                                bk,
-                                &format!(
-                                    "no password for user \"{user}\" in auth.credentials_file"
-                                ),
-                                true,
-                            );
-                            return Ok(());
+                    let missing = match (code, &secret) {
+                        (auth_code::CLEARTEXT, Some(Credential::Password(_))) => false,
+                        (auth_code::MD5, Some(Credential::Password(_) | Credential::Md5(_))) => {
+                            false
                         }
+                        (
+                            auth_code::SASL,
+                            Some(Credential::Password(_) | Credential::ScramKeys { .. }),
+                        ) => false,
+                        (auth_code::CLEARTEXT | auth_code::MD5 | auth_code::SASL, _) => true,
+                        _ => false,
+                    };
+                    if missing {
+                        let what = match self.config.auth.mode {
+                            AuthMode::Query => "no matching secret from the client's login",
+                            AuthMode::Passthrough => "no password in auth.credentials_file",
+                        };
+                        self.own_login_failed(
+                            bk,
+                            &format!("{what} for user \"{user}\""),
+                            true,
+                        );
+                        return Ok(());
+                    }
+                    match code {
                         auth_code::CLEARTEXT => {
-                            write::password_message(&mut out, password.as_deref().unwrap_or(""));
+                            if let Some(Credential::Password(p)) = &secret {
+                                write::password_message(&mut out, p);
+                            }
                         }
                         auth_code::MD5 => {
                             let salt: [u8; 4] = payload
                                 .get(..4)
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or("invalid MD5 salt")?;
-                            let resp = auth::md5::password_response(
-                                &user,
-                                password.as_deref().unwrap_or(""),
-                                salt,
-                            );
+                            let resp = match &secret {
+                                Some(Credential::Password(p)) => {
+                                    auth::md5::password_response(&user, p, salt)
+                                }
+                                Some(Credential::Md5(stored)) => {
+                                    auth::md5::response_from_stored(stored, salt)
+                                        .ok_or("invalid stored MD5 hash")?
+                                }
+                                _ => return Err("no MD5 credential".into()),
+                            };
                             write::password_message(&mut out, &resp);
                         }
                         auth_code::SASL => {
@@ -402,10 +428,18 @@ impl Worker {
                                     "server offers no supported SASL mechanism: {mechs:?}"
                                 ));
                             }
-                            let scram = ScramClient::new(ScramCredential::Password(
-                                password.unwrap_or_default(),
-                            ))
-                            .map_err(|e| e.to_string())?;
+                            let cred = match secret {
+                                Some(Credential::Password(p)) => ScramCredential::Password(p),
+                                Some(Credential::ScramKeys {
+                                    client_key,
+                                    server_key,
+                                }) => ScramCredential::Keys {
+                                    client_key,
+                                    server_key,
+                                },
+                                _ => return Err("no SCRAM credential".into()),
+                            };
+                            let scram = ScramClient::new(cred).map_err(|e| e.to_string())?;
                             write::sasl_initial_response(
                                 &mut out,
                                 auth::sasl::SCRAM_SHA_256,
@@ -446,7 +480,12 @@ impl Worker {
                     return Ok(());
                 }
                 tag::BACKEND_KEY_DATA => b.key = protocol::parse_backend_key_data(body),
-                tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+                tag::PARAMETER_STATUS => {
+                    if let Some(p) = protocol::parse_parameter_status(body) {
+                        b.server_params.push(p);
+                    }
+                }
+                tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
                 tag::READY_FOR_QUERY => {
                     self.own_login_done(bk);
                     return Ok(());
@@ -468,6 +507,13 @@ impl Worker {
         b.login = Login::Own { scram: None };
         let waiting = b.client.take();
         let index = b.index;
+        if Some(index) == self.shared.primary && !b.server_params.is_empty() {
+            // What a client logging in by query mode is shown of the server.
+            let params = Arc::new(std::mem::take(&mut b.server_params));
+            *b.pools.server_params.write() = Some(params);
+            let pools = b.pools.clone();
+            self.serve_param_waiters(&pools, None);
+        }
         if let Some((ck, generation)) = waiting {
             if self.client_waits_for(ck, generation, index) {
                 self.link_and_go(ck, bk);
@@ -502,10 +548,14 @@ impl Worker {
             b.pools.no_replica_password.store(true, Ordering::Relaxed);
             self.shared.warn_no_password(&b.pools.user, &name);
         }
+        let pools = b.pools.clone();
         if let Some(b) = self.backends.get_mut(bk) {
             b.client = None;
         }
         self.close_backend(bk, "login failed");
+        if Some(index) == self.shared.primary {
+            self.serve_param_waiters(&pools, Some(reason));
+        }
         if let Some((ck, generation)) = waiting {
             self.own_connect_failed_for(ck, generation, index, reason, no_password);
         }

@@ -24,6 +24,11 @@ pub enum ClientState {
     Startup,
     /// Relaying the authentication exchange with the primary (backend key).
     Authenticating { relay: usize },
+    /// `auth.mode = "query"`: PgGate authenticates the client itself
+    /// (`Client::local_auth` says how far).
+    LocalAuth,
+    /// Authenticated; waiting for the server's ParameterStatus values to show.
+    AwaitingParams,
     /// Logged in; linked to a backend when `Client::backend` is set.
     Ready,
     /// Waiting for a backend connection for the message at the head of `rbuf`.
@@ -69,6 +74,8 @@ pub struct Client {
     /// Session pool mode: the primary connection kept for this session while
     /// the client works elsewhere (a replica) or is idle.
     pub held: Option<usize>,
+    /// Query-mode authentication in progress.
+    pub local_auth: Option<Box<LocalAuth>>,
     /// A batch failed before reaching a backend: drop messages up to its Sync.
     pub discard_until_sync: bool,
     /// Extended-protocol messages were forwarded with no Sync after them yet
@@ -80,6 +87,19 @@ pub struct Client {
     pub eof: bool,
     /// Reading is paused because the output side is full.
     pub read_paused: bool,
+}
+
+/// Where PgGate's own authentication of a client stands.
+pub enum LocalAuth {
+    /// Waiting for `auth_query`.
+    Lookup,
+    /// SCRAM-SHA-256 exchange; `first_done` once the client-first was answered.
+    Scram {
+        server: crate::auth::ScramServer,
+        server_key: [u8; 32],
+        first_done: bool,
+    },
+    Md5 { salt: [u8; 4], stored: String },
 }
 
 /// How a backend connection logs in.
@@ -133,6 +153,8 @@ pub struct Backend {
     pub baseline: Params,
     /// Parameters as they are now on the server.
     pub applied: Params,
+    /// ParameterStatus values the server reported at login.
+    pub server_params: Vec<(String, String)>,
     /// The startup packet, held back while TLS is negotiated.
     pub pending_startup: Option<Vec<u8>>,
     /// What `applied` becomes once the running parameter sync succeeds.

@@ -8,6 +8,8 @@ mod extended;
 mod pool;
 mod session;
 pub mod shared;
+mod local_auth;
+mod lookup;
 mod stream;
 pub mod tls;
 mod worker;
@@ -112,6 +114,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     if shared.workers.set(handles).is_err() {
         return Err(RunError("workers started twice".into()));
+    }
+    if config.auth.mode == crate::config::AuthMode::Query {
+        let tx = lookup::spawn(shared.clone())
+            .map_err(|e| RunError(format!("cannot start the auth_query thread: {e}")))?;
+        let _ = shared.lookup.set(tx);
     }
     let mut threads = Vec::new();
     for (id, poll, rx) in workers {

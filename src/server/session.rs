@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mio::Token;
 
-use crate::config::{ClientTlsMode, PoolMode, ReadsTarget, Role};
+use crate::config::{AuthMode, ClientTlsMode, PoolMode, ReadsTarget, Role};
 use crate::protocol::startup::{parse_options, StartupError};
 use crate::protocol::{self, frontend, parse_header, parse_startup, write, StartupPacket};
 use crate::sql;
@@ -29,6 +29,8 @@ impl Worker {
         match c.state {
             ClientState::Startup => self.client_startup(ck),
             ClientState::Authenticating { relay } => self.client_auth_input(ck, relay),
+            ClientState::LocalAuth => self.local_auth_input(ck),
+            ClientState::AwaitingParams => {}
             ClientState::Ready => self.client_ready_input(ck),
             ClientState::WaitingForBackend { .. } => {
                 if let Some(c) = self.clients.get_mut(ck) {
@@ -48,8 +50,13 @@ impl Worker {
 
     /// Sends an ErrorResponse with severity FATAL and closes once it is written.
     pub fn fatal(&mut self, ck: usize, code: &str, message: &str) {
+        self.fatal_raw(ck, code, &format!("pggate: {message}"));
+    }
+
+    /// Like `fatal`, with the message exactly as given.
+    pub fn fatal_raw(&mut self, ck: usize, code: &str, message: &str) {
         let mut buf = Vec::new();
-        write::error_response(&mut buf, "FATAL", code, message);
+        write::error_response_as(&mut buf, "FATAL", code, message);
         self.send_client(ck, &buf);
         if let Some(c) = self.clients.get_mut(ck) {
             log::debug!("client {}: {code} {message}", ck);
@@ -268,6 +275,10 @@ impl Worker {
             unnamed: Vec::new(),
             unnamed_class: None,
         }));
+        if self.config.auth.mode == AuthMode::Query {
+            self.start_local_auth(ck);
+            return;
+        }
         let mut startup = Vec::new();
         write::startup_message(
             &mut startup,
@@ -975,7 +986,10 @@ impl Worker {
         }
         if matches!(
             c.state,
-            ClientState::Startup | ClientState::Authenticating { .. }
+            ClientState::Startup
+                | ClientState::Authenticating { .. }
+                | ClientState::LocalAuth
+                | ClientState::AwaitingParams
         ) {
             self.fatal(ck, "08P01", "login timeout expired");
         }

@@ -119,6 +119,24 @@ pub struct UserPools {
     pub per_backend: Vec<PoolShared>,
     /// A replica wanted a password PgGate does not have: reads go to the primary.
     pub no_replica_password: AtomicBool,
+    /// Query mode: what PgGate logs in to backends with, from the client's login.
+    pub credential: RwLock<Option<Credential>>,
+    /// ParameterStatus values of a primary connection of this pool.
+    pub server_params: RwLock<Option<Arc<Vec<(String, String)>>>>,
+}
+
+/// How PgGate logs in to a backend as a user.
+#[derive(Clone)]
+pub enum Credential {
+    /// From the credentials file.
+    Password(String),
+    /// Recovered from a client's SCRAM proof (query mode).
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
+    /// The stored MD5 hash (query mode).
+    Md5(String),
 }
 
 /// Where a client's cancel key leads.
@@ -143,6 +161,10 @@ pub struct Shared {
     warned_no_password: Mutex<HashSet<String>>,
     pub clients: AtomicUsize,
     pub shutting_down: AtomicBool,
+    /// Query mode: where workers send `auth_query` lookups.
+    pub lookup: OnceLock<Sender<super::lookup::LookupRequest>>,
+    /// Seeds the mock SCRAM exchange for roles that do not exist.
+    pub mock_key: [u8; 32],
 }
 
 impl Shared {
@@ -165,6 +187,8 @@ impl Shared {
             warned_no_password: Mutex::new(HashSet::new()),
             clients: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            lookup: OnceLock::new(),
+            mock_key: crate::auth::scram_server::mock_key(),
         }
     }
 
@@ -190,6 +214,8 @@ impl Shared {
                         .map(|_| PoolShared::new(workers))
                         .collect(),
                     no_replica_password: AtomicBool::new(false),
+                    credential: RwLock::new(None),
+                    server_params: RwLock::new(None),
                 })
             })
             .clone()

@@ -68,8 +68,8 @@ fn connector(mode: BackendTlsMode, ca_path: &str) -> Result<TlsConnector, String
     b.min_protocol_version(Some(Protocol::Tlsv12));
     if mode == BackendTlsMode::VerifyFull {
         let pem = read(ca_path, "backend_tls.ca")?;
-        let certs = X509::stack_from_pem(&pem)
-            .map_err(|e| format!("backend_tls.ca: {ca_path}: {e}"))?;
+        let certs =
+            X509::stack_from_pem(&pem).map_err(|e| format!("backend_tls.ca: {ca_path}: {e}"))?;
         if certs.is_empty() {
             return Err(format!("backend_tls.ca: {ca_path} holds no certificate"));
         }

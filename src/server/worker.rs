@@ -51,6 +51,12 @@ pub enum WorkerMsg {
         pools: Arc<UserPools>,
         index: usize,
     },
+    /// The answer to an `auth_query` lookup for a client of this worker.
+    AuthSecret {
+        client: Token,
+        generation: u64,
+        result: super::lookup::LookupResult,
+    },
     Shutdown,
 }
 
@@ -87,6 +93,8 @@ pub struct Worker {
     pub next_generation: u64,
     pub rng: u64,
     pub stopping: bool,
+    /// Query-mode clients waiting for a primary connection's ParameterStatus values.
+    pub param_waiters: Vec<(usize, u64)>,
 }
 
 pub fn client_token(key: usize) -> Token {
@@ -199,6 +207,7 @@ impl Worker {
                 ^ ((id as u64 + 1) << 32)
                 ^ super::shared::random_u32() as u64,
             stopping: false,
+            param_waiters: Vec::new(),
         }
     }
 
@@ -290,6 +299,11 @@ impl Worker {
                     for_client,
                 } => self.receive_backend(*backend, for_client),
                 WorkerMsg::Poke { pools, index } => self.serve_waiters(&pools, index),
+                WorkerMsg::AuthSecret {
+                    client,
+                    generation,
+                    result,
+                } => self.auth_secret(client, generation, result),
                 WorkerMsg::Shutdown => self.stopping = true,
             }
         }
@@ -343,6 +357,7 @@ impl Worker {
             session: None,
             backend: None,
             held: None,
+            local_auth: None,
             unsynced: false,
             batch_parsed_unnamed: false,
             discard_until_sync: false,
