@@ -122,7 +122,7 @@ pub struct UserPools {
     /// Query mode: what PgGate logs in to backends with, from the client's login.
     pub credential: RwLock<Option<Credential>>,
     /// ParameterStatus values of a primary connection of this pool.
-    pub server_params: RwLock<Option<Arc<Vec<(String, String)>>>>,
+    pub server_params: RwLock<Option<super::conn::Params>>,
 }
 
 /// How PgGate logs in to a backend as a user.
