@@ -258,15 +258,16 @@ impl HealthView {
     }
 
     /// Whether replica `i` may serve reads now: up, not primary, and lag
-    /// within `max_lag` (zero: lag unchecked; otherwise the lag must be
-    /// known). False for an index outside the view.
+    /// within `max_lag` (zero: lag unchecked). A lag not measured yet (before
+    /// the first probe) does not hold a replica back: like `is_up`, the view
+    /// starts optimistic. False for an index outside the view.
     pub fn replica_usable(&self, i: usize, max_lag: Duration) -> bool {
         let Some(backend) = self.backends.get(i) else {
             return false;
         };
         backend.is_up()
             && !backend.is_primary()
-            && (max_lag.is_zero() || backend.replay_lag().is_some_and(|lag| lag <= max_lag))
+            && (max_lag.is_zero() || backend.replay_lag().is_none_or(|lag| lag <= max_lag))
     }
 
     /// The current primary's WAL position at its last good probe; 0 when no
@@ -420,8 +421,8 @@ mod tests {
             "lag unchecked: usable before its first probe"
         );
         assert!(
-            !view.replica_usable(1, SECOND),
-            "lag checked but not yet known"
+            view.replica_usable(1, SECOND),
+            "lag checked but not measured yet: usable, like a backend not probed yet"
         );
         view.backends[1].set_replay_lag(Some(Duration::from_millis(300)));
         assert!(view.replica_usable(1, SECOND));

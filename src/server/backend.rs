@@ -507,7 +507,7 @@ impl Worker {
         b.login = Login::Own { scram: None };
         let waiting = b.client.take();
         let index = b.index;
-        if Some(index) == self.shared.primary && !b.server_params.is_empty() {
+        if Some(index) == self.shared.primary() && !b.server_params.is_empty() {
             // What a client logging in by query mode is shown of the server.
             let params = Arc::new(std::mem::take(&mut b.server_params));
             *b.pools.server_params.write() = Some(params);
@@ -544,7 +544,7 @@ impl Worker {
             "login to backend \"{name}\" as \"{}\" failed: {reason}",
             b.pools.user
         );
-        if no_password && Some(index) != self.shared.primary {
+        if no_password && Some(index) != self.shared.primary() {
             b.pools.no_replica_password.store(true, Ordering::Relaxed);
             self.shared.warn_no_password(&b.pools.user, &name);
         }
@@ -553,7 +553,7 @@ impl Worker {
             b.client = None;
         }
         self.close_backend(bk, "login failed");
-        if Some(index) == self.shared.primary {
+        if Some(index) == self.shared.primary() {
             self.serve_param_waiters(&pools, Some(reason));
         }
         if let Some((ck, generation)) = waiting {
@@ -569,18 +569,46 @@ impl Worker {
         generation: u64,
         index: usize,
         reason: &str,
-        _no_password: bool,
+        no_password: bool,
     ) {
         if !self.client_waits_for(ck, generation, index) {
             return;
         }
         let primary = self.primary_index();
         if index != primary {
-            if let Some(c) = self.clients.get_mut(ck) {
-                c.state = ClientState::Ready;
-            }
-            if self.checkout(ck, primary) {
+            // A read: another replica, then the primary.
+            let tried = match self.clients.get_mut(ck) {
+                Some(c) => {
+                    c.state = ClientState::Ready;
+                    if index < 64 {
+                        c.tried |= 1 << index;
+                    }
+                    c.tried
+                }
+                None => return,
+            };
+            let next = self.pick_replica(tried).unwrap_or(primary);
+            if self.checkout(ck, next) {
                 self.client_input(ck);
+            }
+            return;
+        }
+        let retries = self.config.pool.connect_retries;
+        let attempts = self.clients.get(ck).map(|c| c.connect_attempts).unwrap_or(u32::MAX);
+        if !no_password && attempts < retries {
+            // Doubling backoff, then the same checkout again.
+            let backoff = self
+                .config
+                .pool
+                .retry_backoff
+                .saturating_mul(1u32 << attempts.min(16));
+            if let Some(c) = self.clients.get_mut(ck) {
+                c.connect_attempts += 1;
+            }
+            log::debug!("backend connect failed ({reason}); retrying in {backoff:?}");
+            self.add_timer(backoff, TimerKind::Retry, ck, generation);
+            if backoff.is_zero() {
+                self.retry_checkout(ck, generation);
             }
             return;
         }
@@ -590,6 +618,25 @@ impl Worker {
             "08001",
             &format!("could not connect to backend \"{name}\": {reason}"),
         );
+    }
+
+    /// A backoff after a failed connect ended: try the checkout again.
+    pub fn retry_checkout(&mut self, ck: usize, generation: u64) {
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        let ClientState::WaitingForBackend { backend_index, .. } = c.state else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.state = ClientState::Ready;
+        }
+        if self.checkout(ck, backend_index) {
+            self.client_input(ck);
+        }
     }
 
     pub fn backend_connect_failed(&mut self, bk: usize, reason: &str) {
@@ -825,7 +872,7 @@ impl Worker {
     /// A batch finished: outside a transaction and unpinned, the connection goes
     /// back (or, in session mode, the primary connection is kept aside).
     fn batch_done(&mut self, ck: usize, bk: usize, status: u8) {
-        let primary = self.shared.primary;
+        let primary = self.shared.primary();
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };

@@ -74,6 +74,10 @@ pub struct Client {
     /// Session pool mode: the primary connection kept for this session while
     /// the client works elsewhere (a replica) or is idle.
     pub held: Option<usize>,
+    /// Backends (a bit per index) whose connect failed for the waiting batch.
+    pub tried: u64,
+    /// Failed connects to the primary for the waiting batch.
+    pub connect_attempts: u32,
     /// Query-mode authentication in progress.
     pub local_auth: Option<Box<LocalAuth>>,
     /// A batch failed before reaching a backend: drop messages up to its Sync.

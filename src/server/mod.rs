@@ -89,7 +89,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         for w in p.warnings() {
             log::warn!("{w}");
         }
-        Some(p)
+        Some(Arc::new(p))
     };
     let listener = TcpListener::bind(config.proxy.listen.as_str())
         .map_err(|e| RunError(format!("cannot listen on {}: {e}", config.proxy.listen)))?;
@@ -120,6 +120,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .map_err(|e| RunError(format!("cannot start the auth_query thread: {e}")))?;
         let _ = shared.lookup.set(tx);
     }
+    let checker = crate::health::Checker::new(
+        config.clone(),
+        shared.pgpass.clone(),
+        shared.health.clone(),
+    );
+    let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    checker
+        .spawn(config.health.interval, stop_health.clone())
+        .map_err(|e| RunError(format!("cannot start the health thread: {e}")))?;
     let mut threads = Vec::new();
     for (id, poll, rx) in workers {
         let w = Worker::new(id, poll, rx, shared.clone());
@@ -137,7 +146,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     log::info!(
         "listening on {local} with {n} workers; primary {}",
         shared
-            .primary
+            .primary()
             .map(|i| shared.backends[i].addr.to_string())
             .unwrap_or_else(|| "none".into())
     );

@@ -176,6 +176,8 @@ impl Worker {
         };
         c.backend = Some(bk);
         c.state = ClientState::Ready;
+        c.tried = 0;
+        c.connect_attempts = 0;
         b.client = Some((ck, c.generation));
         match sync_sql(&b.applied, &params) {
             None => b.state = BackendState::Linked,

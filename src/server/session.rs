@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mio::Token;
 
-use crate::config::{AuthMode, ClientTlsMode, PoolMode, ReadsTarget, Role};
+use crate::config::{AuthMode, ClientTlsMode, PoolMode, ReadsTarget};
 use crate::protocol::startup::{parse_options, StartupError};
 use crate::protocol::{self, frontend, parse_header, parse_startup, write, StartupPacket};
 use crate::sql;
@@ -237,7 +237,7 @@ impl Worker {
         let database = database
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        let Some(primary) = self.shared.primary else {
+        let Some(primary) = self.shared.primary() else {
             self.fatal(ck, "08001", "no primary backend is configured");
             return;
         };
@@ -502,7 +502,7 @@ impl Worker {
     }
 
     pub fn primary_index(&self) -> usize {
-        self.shared.primary.unwrap_or(0)
+        self.shared.primary().unwrap_or(0)
     }
 
     /// Classifies one statement text and picks the backend for it; records a pin.
@@ -537,27 +537,36 @@ impl Worker {
         {
             return primary;
         }
-        self.pick_replica().unwrap_or(primary)
+        self.pick_replica(0).unwrap_or(primary)
     }
 
     /// Weighted random choice among the replicas.
-    fn pick_replica(&mut self) -> Option<usize> {
-        let total: u64 = self
-            .shared
-            .backends
-            .iter()
-            .filter(|b| b.role == Role::Replica)
-            .map(|b| b.weight as u64)
+    /// Weighted random choice among the replicas that may serve reads now
+    /// (up, not the primary, lag within `routing.max_replica_lag`), leaving
+    /// out those in `tried` (a bit per backend index).
+    pub fn pick_replica(&mut self, tried: u64) -> Option<usize> {
+        let primary = self.shared.primary();
+        let max_lag = self.config.routing.max_replica_lag;
+        let roll = self.random();
+        let shared = &self.shared;
+        let usable = |i: usize| {
+            Some(i) != primary
+                && (i >= 64 || tried & (1 << i) == 0)
+                && shared.health.replica_usable(i, max_lag)
+        };
+        let total: u64 = (0..shared.backends.len())
+            .filter(|&i| usable(i))
+            .map(|i| shared.backends[i].weight as u64)
             .sum();
         if total == 0 {
             return None;
         }
-        let mut r = self.random() % total;
-        for (i, b) in self.shared.backends.iter().enumerate() {
-            if b.role != Role::Replica {
+        let mut r = roll % total;
+        for i in 0..shared.backends.len() {
+            if !usable(i) {
                 continue;
             }
-            let w = b.weight as u64;
+            let w = shared.backends[i].weight as u64;
             if r < w {
                 return Some(i);
             }
@@ -572,7 +581,7 @@ impl Worker {
         let Some(c) = self.clients.get_mut(ck) else {
             return false;
         };
-        if index == self.shared.primary.unwrap_or(usize::MAX) {
+        if index == self.shared.primary().unwrap_or(usize::MAX) {
             if let Some(held) = c.held.take() {
                 self.link(ck, held);
                 return self.clients.get(ck).is_some_and(|c| c.backend.is_some());
@@ -591,7 +600,7 @@ impl Worker {
         let max = self.config.proxy.max_message_size;
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
-        let primary = self.shared.primary;
+        let primary = self.shared.primary();
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let Some(b) = self.backends.get_mut(bk) else {

@@ -153,8 +153,11 @@ pub struct Shared {
     /// TLS acceptor and connector; swapped whole on reload.
     pub tls: RwLock<Arc<super::tls::TlsSetup>>,
     pub backends: Vec<BackendInfo>,
-    pub primary: Option<usize>,
-    pub pgpass: Option<PgPass>,
+    /// The backend configured as `role = "primary"`, if any.
+    pub configured_primary: Option<usize>,
+    pub pgpass: Option<Arc<PgPass>>,
+    /// What the health checks found: up/down, detected role, lag.
+    pub health: Arc<crate::health::HealthView>,
     pub workers: OnceLock<Vec<WorkerHandle>>,
     pools: Mutex<HashMap<(String, String), Arc<UserPools>>>,
     cancel: Mutex<HashMap<i32, CancelTarget>>,
@@ -171,16 +174,18 @@ impl Shared {
     pub fn new(
         config: Arc<Config>,
         backends: Vec<BackendInfo>,
-        pgpass: Option<PgPass>,
+        pgpass: Option<Arc<PgPass>>,
         tls: Arc<super::tls::TlsSetup>,
     ) -> Shared {
-        let primary = backends.iter().position(|b| b.role == Role::Primary);
+        let configured_primary = backends.iter().position(|b| b.role == Role::Primary);
+        let health = Arc::new(crate::health::HealthView::new(&config));
         Shared {
             config,
             tls: RwLock::new(tls),
             backends,
-            primary,
+            configured_primary,
             pgpass,
+            health,
             workers: OnceLock::new(),
             pools: Mutex::new(HashMap::new()),
             cancel: Mutex::new(HashMap::new()),
@@ -190,6 +195,13 @@ impl Shared {
             lookup: OnceLock::new(),
             mock_key: crate::auth::scram_server::mock_key(),
         }
+    }
+
+    /// The backend writes go to now: the one health checks found to be an up
+    /// primary (this follows promotions of `role = "auto"` backends), else the
+    /// configured primary.
+    pub fn primary(&self) -> Option<usize> {
+        self.health.primary().or(self.configured_primary)
     }
 
     pub fn workers(&self) -> &[WorkerHandle] {

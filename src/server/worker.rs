@@ -65,6 +65,7 @@ pub enum TimerKind {
     Login,
     Checkout,
     Connect,
+    Retry,
     Maintenance,
 }
 
@@ -320,6 +321,7 @@ impl Worker {
                 TimerKind::Login => self.login_timeout(t.key, t.generation),
                 TimerKind::Checkout => self.checkout_timeout(t.key, t.generation),
                 TimerKind::Connect => self.connect_timeout(t.key, t.generation),
+                TimerKind::Retry => self.retry_checkout(t.key, t.generation),
                 TimerKind::Maintenance => {
                     self.maintenance();
                     self.add_timer(Duration::from_secs(1), TimerKind::Maintenance, 0, 0);
@@ -358,6 +360,8 @@ impl Worker {
             backend: None,
             held: None,
             local_auth: None,
+            tried: 0,
+            connect_attempts: 0,
             unsynced: false,
             batch_parsed_unnamed: false,
             discard_until_sync: false,
