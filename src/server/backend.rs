@@ -83,6 +83,7 @@ impl Worker {
             baseline: Params::default(),
             applied: Params::default(),
             server_params: Vec::new(),
+            swallow_to_ready: false,
             pending_startup,
             pending_applied: None,
             sync_error: None,
@@ -722,6 +723,17 @@ impl Worker {
         if c.generation != generation || c.backend != Some(bk) {
             return Err("linked to a client that moved on".into());
         }
+        if c.retry_armed || b.swallow_to_ready {
+            let on_primary = Some(b.index) == self.shared.primary();
+            match hold_for_retry(c, b, on_primary && !b.swallow_to_ready, self.config.routing.retry_read_only_errors)? {
+                Held::Waiting => return Ok(()),
+                Held::Forward => {}
+                Held::RetryOnPrimary => {
+                    self.retry_on_primary(ck, bk);
+                    return Ok(());
+                }
+            }
+        }
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let mut pos = 0;
@@ -869,6 +881,28 @@ impl Worker {
         Ok(())
     }
 
+    /// A replica refused a read as a write (25006) before anything reached
+    /// the client: the connection goes back, the statement goes to the primary.
+    fn retry_on_primary(&mut self, ck: usize, bk: usize) {
+        crate::ops::metrics().read_only_retries.inc();
+        if let Some(b) = self.backends.get_mut(bk) {
+            b.client = None;
+        }
+        let Some(c) = self.clients.get_mut(ck) else {
+            self.release(bk);
+            return;
+        };
+        c.backend = None;
+        let query = std::mem::take(&mut c.retry);
+        c.rbuf.splice(0..0, query.iter().copied());
+        c.retry = query;
+        c.retry.clear();
+        c.force_primary = true;
+        log::debug!("read refused by a replica as a write (25006); sent to the primary");
+        self.release(bk);
+        self.client_input(ck);
+    }
+
     /// A batch finished: outside a transaction and unpinned, the connection goes
     /// back (or, in session mode, the primary connection is kept aside).
     fn batch_done(&mut self, ck: usize, bk: usize, status: u8) {
@@ -977,6 +1011,7 @@ impl Worker {
             (BackendState::Linked | BackendState::Syncing, _) => {
                 let client = b.client;
                 let tx = b.tx_status;
+                let index = b.index;
                 let pending_ready = b
                     .replies
                     .iter()
@@ -993,6 +1028,20 @@ impl Worker {
                     return;
                 }
                 let pinned = c.session.as_ref().is_some_and(|s| s.pinned.is_some());
+                if c.retry_armed && tx == b'I' && !pinned && pending_ready == 1 {
+                    // Nothing of the read reached the client: send it again elsewhere.
+                    c.retry_armed = false;
+                    if index < 64 {
+                        c.tried |= 1 << index;
+                    }
+                    let query = std::mem::take(&mut c.retry);
+                    c.rbuf.splice(0..0, query.iter().copied());
+                    c.retry = query;
+                    c.retry.clear();
+                    log::info!("backend \"{name}\" lost during a read; sending it again elsewhere");
+                    self.client_input(ck);
+                    return;
+                }
                 if tx != b'I' || pinned {
                     self.fatal(
                         ck,
@@ -1091,4 +1140,78 @@ fn ssl_request() -> [u8; 8] {
     b[0..4].copy_from_slice(&8u32.to_be_bytes());
     b[4..8].copy_from_slice(&protocol::SSL_REQUEST.to_be_bytes());
     b
+}
+
+/// What to do with a read that may still be sent again.
+enum Held {
+    /// Its first reply is not complete yet: nothing goes to the client.
+    Waiting,
+    /// A real result started: forward as usual (no retry any more).
+    Forward,
+    /// The replica refused it as a write and it has ended: send it to the primary.
+    RetryOnPrimary,
+}
+
+/// Looks at the replies of a retryable read without forwarding them: a
+/// RowDescription (and notices) may come before a 25006 error, so they are
+/// held until the first row, completion or another error decides.
+fn hold_for_retry(
+    c: &mut Client,
+    b: &mut Backend,
+    on_primary: bool,
+    retry_read_only: bool,
+) -> Result<Held, String> {
+    let mut p = 0;
+    if b.swallow_to_ready {
+        // Drop everything up to and including ReadyForQuery.
+        loop {
+            let Some((t, len)) = whole_frame(&b.rbuf[p..])? else {
+                b.rbuf.drain(..p);
+                return Ok(Held::Waiting);
+            };
+            if t == tag::READY_FOR_QUERY {
+                b.tx_status = b.rbuf.get(p + 5).copied().unwrap_or(b'E');
+                b.rbuf.drain(..p + len);
+                b.replies.pop_front();
+                b.swallow_to_ready = false;
+                return if b.tx_status == b'I' && b.rbuf.is_empty() {
+                    Ok(Held::RetryOnPrimary)
+                } else {
+                    Err("server not idle after a refused read".into())
+                };
+            }
+            p += len;
+        }
+    }
+    loop {
+        let Some((t, len)) = whole_frame(&b.rbuf[p..])? else {
+            return Ok(Held::Waiting);
+        };
+        match t {
+            tag::ROW_DESCRIPTION | tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => p += len,
+            tag::ERROR_RESPONSE => {
+                let fields = protocol::parse_error_fields(&b.rbuf[p + 5..p + len]);
+                if (fields.severity == "FATAL" || fields.code.starts_with("57P"))
+                    && b.replies.len() == 1
+                {
+                    // The server is going away (shutdown, crash, terminated):
+                    // keep the read for another backend once the socket closes.
+                    b.rbuf.drain(..p + len);
+                    return Ok(Held::Waiting);
+                }
+                let code = fields.code;
+                c.retry_armed = false;
+                // Only when nothing else is queued behind it on this connection.
+                if code == "25006" && retry_read_only && !on_primary && b.replies.len() == 1 {
+                    b.swallow_to_ready = true;
+                    return hold_for_retry(c, b, on_primary, retry_read_only);
+                }
+                return Ok(Held::Forward);
+            }
+            _ => {
+                c.retry_armed = false;
+                return Ok(Held::Forward);
+            }
+        }
+    }
 }

@@ -74,6 +74,14 @@ pub struct Client {
     /// Session pool mode: the primary connection kept for this session while
     /// the client works elsewhere (a replica) or is idle.
     pub held: Option<usize>,
+    /// A copy of the simple Query now running outside a transaction, kept
+    /// until its first result reaches the client, to send it again elsewhere
+    /// if the backend dies first (SPEC §7) or a replica refuses it as a write
+    /// (25006, SPEC §4.1).
+    pub retry: Vec<u8>,
+    pub retry_armed: bool,
+    /// Route the next statement to the primary (a read-only retry).
+    pub force_primary: bool,
     /// Backends (a bit per index) whose connect failed for the waiting batch.
     pub tried: u64,
     /// Failed connects to the primary for the waiting batch.
@@ -176,6 +184,9 @@ pub struct Backend {
     pub tick: u64,
     /// A cancel was sent while linked: never pool this connection again.
     pub cancel_sent: bool,
+    /// Drop replies up to ReadyForQuery: a replica refused a read-only retry
+    /// candidate, which goes to the primary instead.
+    pub swallow_to_ready: bool,
     /// Session state changed on it (pin): close instead of pooling.
     pub dirty: bool,
     pub created: Instant,

@@ -526,6 +526,16 @@ impl Worker {
         if session.pinned.is_some() {
             return primary;
         }
+        let Some(c) = self.clients.get_mut(ck) else {
+            return primary;
+        };
+        if std::mem::take(&mut c.force_primary) {
+            return primary;
+        }
+        let tried = c.tried;
+        let Some(session) = c.session.as_mut() else {
+            return primary;
+        };
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
         if !class.wants_replica(reads_to_primary) {
             return primary;
@@ -537,7 +547,7 @@ impl Worker {
         {
             return primary;
         }
-        self.pick_replica(0).unwrap_or(primary)
+        self.pick_replica(tried).unwrap_or(primary)
     }
 
     /// Weighted random choice among the replicas.
@@ -721,6 +731,17 @@ impl Worker {
                             b.replies.push_back(Reply::Ready);
                         }
                         _ => {
+                            // A read outside a transaction can be sent again
+                            // until its first result reaches the client.
+                            let retryable = b.replies.is_empty()
+                                && b.tx_status == b'I'
+                                && session.pinned.is_none()
+                                && class.is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
+                            c.retry_armed = retryable;
+                            if retryable {
+                                c.retry.clear();
+                                c.retry.extend_from_slice(frame);
+                            }
                             out.extend_from_slice(frame);
                             b.replies.push_back(Reply::Ready);
                         }
