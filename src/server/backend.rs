@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::auth::{self, ScramClient, ScramCredential};
-use crate::config::{AuthMode, BackendTlsMode};
+use crate::config::{AuthMode, BackendTlsMode, ReadYourWrites};
 use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
@@ -723,6 +723,9 @@ impl Worker {
         if c.generation != generation || c.backend != Some(bk) {
             return Err("linked to a client that moved on".into());
         }
+        if matches!(b.replies.front(), Some(Reply::CaptureLsn)) {
+            return self.capture_lsn(ck, bk);
+        }
         if c.retry_armed || b.swallow_to_ready {
             let on_primary = Some(b.index) == self.shared.primary();
             match hold_for_retry(c, b, on_primary && !b.swallow_to_ready, self.config.routing.retry_read_only_errors)? {
@@ -881,6 +884,47 @@ impl Worker {
         Ok(())
     }
 
+    /// Reads the reply to PgGate's `pg_current_wal_lsn()` and notes it.
+    fn capture_lsn(&mut self, ck: usize, bk: usize) -> Result<(), String> {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return Ok(());
+        };
+        loop {
+            let Some((t, len)) = whole_frame(&b.rbuf)? else {
+                return Ok(());
+            };
+            let frame: Vec<u8> = b.rbuf.drain(..len).collect();
+            match t {
+                tag::DATA_ROW => {
+                    let lsn = data_row_text(&frame[5..])
+                        .and_then(crate::health::parse_lsn)
+                        .unwrap_or(0);
+                    if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
+                        s.min_lsn = lsn;
+                    }
+                }
+                tag::READY_FOR_QUERY => {
+                    b.replies.pop_front();
+                    b.tx_status = frame.get(5).copied().unwrap_or(b'E');
+                    let status = b.tx_status;
+                    if b.replies.is_empty() {
+                        self.batch_done(ck, bk, status);
+                        return Ok(());
+                    }
+                    // The client pipelined more onto this connection meanwhile.
+                    return self.linked_input(bk);
+                }
+                tag::ERROR_RESPONSE => {
+                    // Cannot know the position: read from the primary for now.
+                    if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
+                        s.min_lsn = u64::MAX;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// A replica refused a read as a write (25006) before anything reached
     /// the client: the connection goes back, the statement goes to the primary.
     fn retry_on_primary(&mut self, ck: usize, bk: usize) {
@@ -919,6 +963,24 @@ impl Worker {
             .map(|s| (s.pinned.is_some(), s.hold_primary))
             .unwrap_or((false, false));
         let on_primary = Some(b.index) == primary;
+        let note_lsn = self.config.routing.read_your_writes == ReadYourWrites::Lsn
+            && on_primary
+            && status == b'I'
+            && !c.unsynced
+            && c.session.as_ref().is_some_and(|s| s.wrote);
+        if note_lsn {
+            // One more round trip, only after writes: where the primary's WAL is now.
+            if let Some(s) = c.session.as_mut() {
+                s.wrote = false;
+            }
+            b.replies.push_back(Reply::CaptureLsn);
+            let mut q = Vec::new();
+            write::query(&mut q, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+            if !self.send_backend(bk, &q) {
+                self.backend_lost(bk, "could not write to server");
+            }
+            return;
+        }
         if status == b'I' && !c.unsynced && !(pinned && on_primary) {
             c.backend = None;
             if hold && on_primary && !b.dirty && !b.cancel_sent {
@@ -1214,4 +1276,15 @@ fn hold_for_retry(
             }
         }
     }
+}
+
+/// The first column of a DataRow body as text.
+fn data_row_text(body: &[u8]) -> Option<&str> {
+    let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if count == 0 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?).ok()
 }

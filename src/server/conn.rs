@@ -52,6 +52,12 @@ pub struct Session {
     pub pinned: Option<PinReason>,
     /// Session pool mode: the primary connection is kept for the whole session.
     pub hold_primary: bool,
+    /// Read your writes: something other than a read ran on the primary
+    /// since the session last noted the primary's WAL position.
+    pub wrote: bool,
+    /// Read your writes: the primary's WAL position after the session's last
+    /// write; only replicas that have replayed it serve its reads.
+    pub min_lsn: u64,
     /// Protocol-level named statements, by the client's names.
     pub statements: Registry,
     /// Body of the client's last unnamed Parse (text and types), and its class,

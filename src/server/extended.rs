@@ -111,6 +111,9 @@ pub enum Reply {
     },
     /// A reply ending in ReadyForQuery (Sync, simple Query, FunctionCall).
     Ready,
+    /// PgGate's own `SELECT pg_current_wal_lsn()` (read your writes): its
+    /// replies are swallowed and the position noted for the session.
+    CaptureLsn,
     /// PgGate answers a simple Query itself: CommandComplete with this tag,
     /// then ReadyForQuery with the connection's transaction status.
     LocalReady { tag: &'static str },
@@ -126,7 +129,7 @@ impl Reply {
             Reply::Forward { undo, .. }
             | Reply::Swallow { undo, .. }
             | Reply::Local { undo, .. } => undo.take(),
-            Reply::Ready | Reply::LocalReady { .. } => None,
+            Reply::Ready | Reply::LocalReady { .. } | Reply::CaptureLsn => None,
         }
     }
 }

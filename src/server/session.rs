@@ -271,6 +271,8 @@ impl Worker {
             pools: pools.clone(),
             pinned: None,
             hold_primary,
+            wrote: false,
+            min_lsn: 0,
             statements: Default::default(),
             unnamed: Vec::new(),
             unnamed_class: None,
@@ -536,6 +538,7 @@ impl Worker {
         let Some(session) = c.session.as_mut() else {
             return primary;
         };
+        let min_lsn = session.min_lsn;
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
         if !class.wants_replica(reads_to_primary) {
             return primary;
@@ -547,6 +550,14 @@ impl Worker {
         {
             return primary;
         }
+        if min_lsn > 0 {
+            // Read your writes: only replicas that have replayed the session's
+            // last write; once every replica has, the note is dropped.
+            return match self.pick_replica_at(tried, min_lsn) {
+                Some(i) => i,
+                None => primary,
+            };
+        }
         self.pick_replica(tried).unwrap_or(primary)
     }
 
@@ -555,6 +566,11 @@ impl Worker {
     /// (up, not the primary, lag within `routing.max_replica_lag`), leaving
     /// out those in `tried` (a bit per backend index).
     pub fn pick_replica(&mut self, tried: u64) -> Option<usize> {
+        self.pick_replica_at(tried, 0)
+    }
+
+    /// `pick_replica` among replicas whose replay position is at least `min_lsn`.
+    pub fn pick_replica_at(&mut self, tried: u64, min_lsn: u64) -> Option<usize> {
         let primary = self.shared.primary();
         let max_lag = self.config.routing.max_replica_lag;
         let roll = self.random();
@@ -563,6 +579,7 @@ impl Worker {
             Some(i) != primary
                 && (i >= 64 || tried & (1 << i) == 0)
                 && shared.health.replica_usable(i, max_lag)
+                && (min_lsn == 0 || shared.health.backends[i].replay_lsn() >= min_lsn)
         };
         let total: u64 = (0..shared.backends.len())
             .filter(|&i| usable(i))
@@ -705,6 +722,9 @@ impl Worker {
                     session.pinned = Some(reason);
                     newly_pinned = Some(reason);
                 }
+            }
+            if on_primary && class.is_some_and(|k| k.kind != sql::Kind::Read || k.pin.is_some()) {
+                session.wrote = true;
             }
             match t {
                 frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
