@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod gate;
 pub mod pgbin;
 pub mod raw;
+pub mod tls;
 pub mod tools;
 
 use std::fs::File;
