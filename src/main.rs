@@ -109,7 +109,14 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(EXIT_CONFIG);
     }
-    match pggate::server::run(config) {
+    let source = pggate::server::ConfigSource {
+        path: args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH)),
+        explicit: args.config.is_some(),
+    };
+    match pggate::server::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -16,9 +16,9 @@ use crate::config::{AuthMode, BackendTlsMode, ReadYourWrites};
 use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
-use super::shared::Credential;
 use super::extended::{Reply, Undo};
 use super::session::write_command_complete;
+use super::shared::Credential;
 use super::stream::{HandshakeStep, Stream};
 use super::worker::{backend_token, write_or_buffer, TimerKind, Worker, OUTPUT_HIGH_WATER};
 
@@ -267,6 +267,9 @@ impl Worker {
                     }
                 }
                 tag::ERROR_RESPONSE => {
+                    if protocol::parse_error_fields(body).code.starts_with("28") {
+                        crate::ops::metrics().clients_rejected.auth_failed.inc();
+                    }
                     // PostgreSQL's own words (e.g. 28P01) reach the client unchanged.
                     self.send_client(ck, &frame);
                     self.close_backend(bk, "login refused");
@@ -372,7 +375,7 @@ impl Worker {
                         AuthMode::Passthrough => self
                             .shared
                             .password_for(info, &b.pools.database, &user)
-                            .map(|p| Credential::Password(p.to_string())),
+                            .map(Credential::Password),
                     };
                     let mut out = Vec::new();
                     let missing = match (code, &secret) {
@@ -392,11 +395,7 @@ impl Worker {
                             AuthMode::Query => "no matching secret from the client's login",
                             AuthMode::Passthrough => "no password in auth.credentials_file",
                         };
-                        self.own_login_failed(
-                            bk,
-                            &format!("{what} for user \"{user}\""),
-                            true,
-                        );
+                        self.own_login_failed(bk, &format!("{what} for user \"{user}\""), true);
                         return Ok(());
                     }
                     match code {
@@ -595,7 +594,11 @@ impl Worker {
             return;
         }
         let retries = self.config.pool.connect_retries;
-        let attempts = self.clients.get(ck).map(|c| c.connect_attempts).unwrap_or(u32::MAX);
+        let attempts = self
+            .clients
+            .get(ck)
+            .map(|c| c.connect_attempts)
+            .unwrap_or(u32::MAX);
         if !no_password && attempts < retries {
             // Doubling backoff, then the same checkout again.
             let backoff = self
@@ -644,6 +647,7 @@ impl Worker {
         let Some(b) = self.backends.get(bk) else {
             return;
         };
+        crate::ops::metrics().errors.backend_connect.inc();
         let name = self.shared.backends[b.index].name.clone();
         match b.login {
             Login::Relay { client } => {
@@ -728,7 +732,12 @@ impl Worker {
         }
         if c.retry_armed || b.swallow_to_ready {
             let on_primary = Some(b.index) == self.shared.primary();
-            match hold_for_retry(c, b, on_primary && !b.swallow_to_ready, self.config.routing.retry_read_only_errors)? {
+            match hold_for_retry(
+                c,
+                b,
+                on_primary && !b.swallow_to_ready,
+                self.config.routing.retry_read_only_errors,
+            )? {
                 Held::Waiting => return Ok(()),
                 Held::Forward => {}
                 Held::RetryOnPrimary => {
@@ -798,12 +807,33 @@ impl Worker {
                     if len - pos < 6 {
                         break;
                     }
-                    if !matches!(b.replies.front(), Some(Reply::Ready)) {
+                    if !matches!(b.replies.front(), Some(Reply::Ready(_))) {
                         result =
                             Err("ReadyForQuery out of turn: the connection is out of step".into());
                         break;
                     }
-                    b.replies.pop_front();
+                    if let Some(Reply::Ready(started)) = b.replies.pop_front() {
+                        let m = crate::ops::metrics();
+                        let replica = Some(b.index) != self.shared.primary();
+                        let (queries, duration, transactions) = if replica {
+                            (
+                                &m.queries.replica,
+                                &m.query_duration.replica,
+                                &m.transactions.replica,
+                            )
+                        } else {
+                            (
+                                &m.queries.primary,
+                                &m.query_duration.primary,
+                                &m.transactions.primary,
+                            )
+                        };
+                        queries.inc();
+                        duration.observe(started.elapsed().as_secs_f64());
+                        if b.rbuf[pos + 5] == b'I' {
+                            transactions.inc();
+                        }
+                    }
                     b.tx_status = b.rbuf[pos + 5];
                     ready = Some(b.tx_status);
                     pos += 6;
@@ -817,7 +847,7 @@ impl Worker {
                         if let Some(u) = failed.as_mut().and_then(Reply::take_undo) {
                             apply_undo(c, b, *u);
                         }
-                        while !matches!(b.replies.front(), Some(Reply::Ready) | None) {
+                        while !matches!(b.replies.front(), Some(Reply::Ready(_)) | None) {
                             if let Some(mut skipped) = b.replies.pop_front() {
                                 if let Some(u) = skipped.take_undo() {
                                     apply_undo(c, b, *u);
@@ -853,7 +883,7 @@ impl Worker {
                         b.replies.pop_front();
                         continue;
                     }
-                    Some(Reply::Ready) => {}
+                    Some(Reply::Ready(_)) => {}
                     _ => {
                         result = Err(format!("unexpected message type {t} from server"));
                         break;
@@ -991,6 +1021,10 @@ impl Worker {
                 self.release(bk);
             }
         }
+        if self.stopping && !self.client_busy(ck) {
+            self.shutdown_client(ck);
+            return;
+        }
         self.client_input(ck);
     }
 
@@ -1059,6 +1093,9 @@ impl Worker {
         let Some(b) = self.backends.get(bk) else {
             return;
         };
+        if matches!(b.state, BackendState::Linked | BackendState::Syncing) {
+            crate::ops::metrics().errors.backend_lost.inc();
+        }
         let name = self.shared.backends[b.index].name.clone();
         log::debug!("backend \"{name}\" connection lost: {why}");
         match (b.state, &b.login) {
@@ -1077,7 +1114,7 @@ impl Worker {
                 let pending_ready = b
                     .replies
                     .iter()
-                    .filter(|r| matches!(r, Reply::Ready | Reply::LocalReady { .. }))
+                    .filter(|r| matches!(r, Reply::Ready(_) | Reply::LocalReady { .. }))
                     .count();
                 self.close_backend(bk, why);
                 let Some((ck, generation)) = client else {

@@ -105,6 +105,8 @@ pub struct Client {
     pub eof: bool,
     /// Reading is paused because the output side is full.
     pub read_paused: bool,
+    /// Last time the client sent something (kept only with client_idle_timeout).
+    pub last_active: Instant,
 }
 
 /// Where PgGate's own authentication of a client stands.
@@ -117,7 +119,10 @@ pub enum LocalAuth {
         server_key: [u8; 32],
         first_done: bool,
     },
-    Md5 { salt: [u8; 4], stored: String },
+    Md5 {
+        salt: [u8; 4],
+        stored: String,
+    },
 }
 
 /// How a backend connection logs in.

@@ -109,8 +109,9 @@ pub enum Reply {
         bytes: Vec<u8>,
         undo: Option<Box<Undo>>,
     },
-    /// A reply ending in ReadyForQuery (Sync, simple Query, FunctionCall).
-    Ready,
+    /// A reply ending in ReadyForQuery (Sync, simple Query, FunctionCall),
+    /// with the time the batch was sent (for the query duration metric).
+    Ready(std::time::Instant),
     /// PgGate's own `SELECT pg_current_wal_lsn()` (read your writes): its
     /// replies are swallowed and the position noted for the session.
     CaptureLsn,
@@ -129,7 +130,7 @@ impl Reply {
             Reply::Forward { undo, .. }
             | Reply::Swallow { undo, .. }
             | Reply::Local { undo, .. } => undo.take(),
-            Reply::Ready | Reply::LocalReady { .. } | Reply::CaptureLsn => None,
+            Reply::Ready(_) | Reply::LocalReady { .. } | Reply::CaptureLsn => None,
         }
     }
 }

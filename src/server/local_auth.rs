@@ -49,10 +49,15 @@ impl Worker {
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };
-        if c.generation != generation || !matches!(c.local_auth.as_deref(), Some(LocalAuth::Lookup)) {
+        if c.generation != generation || !matches!(c.local_auth.as_deref(), Some(LocalAuth::Lookup))
+        {
             return;
         }
-        let user = c.session.as_ref().map(|s| s.user.clone()).unwrap_or_default();
+        let user = c
+            .session
+            .as_ref()
+            .map(|s| s.user.clone())
+            .unwrap_or_default();
         let secret = match result {
             Ok(s) => s,
             Err(e) => {
@@ -121,7 +126,11 @@ impl Worker {
             }
             let frame: Vec<u8> = c.rbuf.drain(..hdr.frame_len()).collect();
             let body = &frame[5..];
-            let user = c.session.as_ref().map(|s| s.user.clone()).unwrap_or_default();
+            let user = c
+                .session
+                .as_ref()
+                .map(|s| s.user.clone())
+                .unwrap_or_default();
             let Some(auth) = c.local_auth.as_deref_mut() else {
                 return;
             };
@@ -150,9 +159,8 @@ impl Worker {
                             None => Err(ScramFailure::Protocol(
                                 "malformed SASLInitialResponse".into(),
                             )),
-                            Some((mechanism, data)) => server
-                                .client_first(mechanism, data)
-                                .map(|server_first| {
+                            Some((mechanism, data)) => {
+                                server.client_first(mechanism, data).map(|server_first| {
                                     *first_done = true;
                                     write::authentication(
                                         &mut out,
@@ -160,7 +168,8 @@ impl Worker {
                                         &server_first,
                                     );
                                     None
-                                }),
+                                })
+                            }
                         }
                     } else {
                         server.client_final(body).map(|(server_final, client_key)| {
@@ -183,6 +192,7 @@ impl Worker {
                     return;
                 }
                 Err(failure) => {
+                    crate::ops::metrics().clients_rejected.auth_failed.inc();
                     log::info!("authentication of \"{user}\" failed: {failure}");
                     let msg = failure.message(&user);
                     self.fatal_raw(ck, failure.sqlstate(), &msg);
@@ -263,10 +273,16 @@ impl Worker {
             let mine = self.clients.get(ck).is_some_and(|c| {
                 c.generation == generation
                     && c.state == ClientState::AwaitingParams
-                    && c.session.as_ref().is_some_and(|s| Arc::ptr_eq(&s.pools, pools))
+                    && c.session
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(&s.pools, pools))
             });
             if !mine {
-                if self.clients.get(ck).is_some_and(|c| c.generation == generation) {
+                if self
+                    .clients
+                    .get(ck)
+                    .is_some_and(|c| c.generation == generation)
+                {
                     self.param_waiters.push((ck, generation));
                 }
                 continue;

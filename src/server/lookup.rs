@@ -39,7 +39,7 @@ fn run(shared: Arc<Shared>, rx: Receiver<LookupRequest>) {
     let mut conns: HashMap<String, ControlConn> = HashMap::new();
     let mut cache: HashMap<(String, String), (Instant, Option<String>)> = HashMap::new();
     while let Ok(req) = rx.recv() {
-        let ttl = shared.config.health.interval;
+        let ttl = shared.config().health.interval;
         let key = (req.database.clone(), req.user.clone());
         let result = match cache.get(&key) {
             Some((at, secret)) if at.elapsed() < ttl => Ok(secret.clone()),
@@ -72,13 +72,14 @@ fn fetch(
     database: &str,
     user: &str,
 ) -> LookupResult {
-    let config = &shared.config;
+    let config = shared.config();
     let Some(primary) = shared.primary().and_then(|i| shared.backends.get(i)) else {
         return Err("no primary backend".into());
     };
     for attempt in 0..2 {
         if !conns.contains_key(database) {
             let password = shared.password_for(primary, database, &config.auth.auth_user);
+            let password = password.as_deref();
             let timeout = config.pool.connect_timeout.max(Duration::from_millis(100));
             let conn = client::connect(
                 primary.addr,
@@ -103,7 +104,10 @@ fn fetch(
         match conn.query_params(&config.auth.auth_query, &[user]) {
             Ok(rows) => {
                 // First row, second column: the stored secret (NULL: no password).
-                let secret = rows.into_iter().next().and_then(|r| r.into_iter().nth(1).flatten());
+                let secret = rows
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.into_iter().nth(1).flatten());
                 return Ok(secret);
             }
             Err(e) if conn.is_broken() && attempt == 0 => {

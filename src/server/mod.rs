@@ -5,11 +5,12 @@
 mod backend;
 mod conn;
 mod extended;
+mod local_auth;
+mod lookup;
 mod pool;
 mod session;
 pub mod shared;
-mod local_auth;
-mod lookup;
+mod stats;
 mod stream;
 pub mod tls;
 mod worker;
@@ -77,7 +78,7 @@ pub fn default_workers() -> usize {
 }
 
 /// Runs PgGate until SIGTERM or SIGINT. Returns once the process should exit.
-pub fn run(config: Config) -> Result<(), RunError> {
+pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     let config = Arc::new(config);
     let backends = resolve_backends(&config)?;
     let pgpass = if config.auth.credentials_file.is_empty() {
@@ -115,16 +116,37 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if shared.workers.set(handles).is_err() {
         return Err(RunError("workers started twice".into()));
     }
+    let _ = shared.stats.set(
+        (0..n)
+            .map(|_| stats::WorkerStats::new(shared.backends.len()))
+            .collect(),
+    );
+    crate::ops::init(env!("CARGO_PKG_VERSION"));
+    stats::spawn(shared.clone())
+        .map_err(|e| RunError(format!("cannot start the stats thread: {e}")))?;
+    let _http = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let health_shared = shared.clone();
+        let server = crate::ops::serve(&config.metrics.listen, move || {
+            health_shared.health.primary().is_some()
+        })
+        .map_err(|e| {
+            RunError(format!(
+                "cannot serve metrics on {}: {e}",
+                config.metrics.listen
+            ))
+        })?;
+        log::info!("metrics on http://{}/metrics", server.addr());
+        Some(server)
+    };
     if config.auth.mode == crate::config::AuthMode::Query {
         let tx = lookup::spawn(shared.clone())
             .map_err(|e| RunError(format!("cannot start the auth_query thread: {e}")))?;
         let _ = shared.lookup.set(tx);
     }
-    let checker = crate::health::Checker::new(
-        config.clone(),
-        shared.pgpass.clone(),
-        shared.health.clone(),
-    );
+    let checker =
+        crate::health::Checker::new(config.clone(), shared.pgpass(), shared.health.clone());
     let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
     checker
         .spawn(config.health.interval, stop_health.clone())
@@ -156,7 +178,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .spawn(move || accept_loop(listener, acceptor_shared))
         .map_err(|e| RunError(format!("cannot start acceptor thread: {e}")))?;
 
-    wait_for_signals(&shared)
+    crate::ops::systemd::ready();
+    wait_for_signals(&shared, &source, threads, stop_health)
 }
 
 /// Accepts clients and deals them to the workers in turn.
@@ -176,6 +199,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             return;
         }
         if !shared.take_client_slot() {
+            crate::ops::metrics().clients_rejected.max_clients.inc();
             log::warn!("refusing client {peer}: proxy.max_clients reached");
             let mut buf = Vec::new();
             write::error_response(
@@ -197,20 +221,191 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signals(shared: &Shared) -> Result<(), RunError> {
+/// Where the configuration came from, for reloads.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    /// False: the default path, which may not exist (built-in defaults then).
+    pub explicit: bool,
+}
+
+/// Handles signals until the proxy should exit: SIGHUP reloads, SIGTERM and
+/// SIGINT drain (a second one exits at once).
+fn wait_for_signals(
+    shared: &Arc<Shared>,
+    source: &ConfigSource,
+    workers: Vec<thread::JoinHandle<()>>,
+    mut stop_health: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), RunError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| RunError(format!("cannot install signal handlers: {e}")))?;
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => log::warn!("SIGHUP received: configuration reload is not supported by this version; restart to apply changes"),
-            _ => {
-                log::info!("signal {sig} received, shutting down");
-                shared.shutting_down.store(true, Ordering::Release);
+    let mut draining_since: Option<std::time::Instant> = None;
+    let mut told_now = false;
+    loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP if draining_since.is_none() => {
+                    if let Some(stop) = reload(shared, source) {
+                        stop_health.store(true, Ordering::Release);
+                        stop_health = stop;
+                    }
+                }
+                SIGHUP => {}
+                _ if draining_since.is_some() => {
+                    log::warn!("second signal {sig}: exiting at once");
+                    crate::ops::systemd::stopping();
+                    return Ok(());
+                }
+                _ => {
+                    log::info!("signal {sig} received: draining (open transactions finish, idle clients are closed)");
+                    crate::ops::systemd::stopping();
+                    shared.shutting_down.store(true, Ordering::Release);
+                    // Wake the acceptor so it sees the flag and closes the listener.
+                    let listen = shared.config().proxy.listen.clone();
+                    let _ = std::net::TcpStream::connect_timeout(
+                        &listen
+                            .to_socket_addrs()
+                            .ok()
+                            .and_then(|mut a| a.next())
+                            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+                        std::time::Duration::from_millis(200),
+                    );
+                    for w in shared.workers() {
+                        w.send(WorkerMsg::Shutdown);
+                    }
+                    draining_since = Some(std::time::Instant::now());
+                }
+            }
+        }
+        if let Some(since) = draining_since {
+            if workers.iter().all(|w| w.is_finished()) {
+                log::info!("all sessions closed; exiting");
+                return Ok(());
+            }
+            if !told_now && since.elapsed() >= shared.config().proxy.shutdown_timeout {
+                log::warn!("proxy.shutdown_timeout reached: closing the remaining sessions");
+                for w in shared.workers() {
+                    w.send(WorkerMsg::ShutdownNow);
+                }
+                told_now = true;
+            }
+            if told_now
+                && since.elapsed()
+                    >= shared.config().proxy.shutdown_timeout + std::time::Duration::from_secs(2)
+            {
                 return Ok(());
             }
         }
+        thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok(())
+}
+
+/// Re-reads and validates the configuration; applies it whole or not at all.
+/// Returns the stop flag of a restarted health thread.
+fn reload(
+    shared: &Arc<Shared>,
+    source: &ConfigSource,
+) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    crate::ops::systemd::reloading();
+    let m = crate::ops::metrics();
+    let result = prepare_reload(shared, source);
+    let stop = match result {
+        Err(problems) => {
+            for p in &problems {
+                log::error!("reload refused: {p}");
+            }
+            log::error!("configuration reload failed; the running configuration stays");
+            m.config_reloads.failure.inc();
+            None
+        }
+        Ok((config, tls, pgpass)) => {
+            let old = shared.config();
+            for (key, changed) in [
+                ("proxy.listen", old.proxy.listen != config.proxy.listen),
+                ("proxy.workers", old.proxy.workers != config.proxy.workers),
+                (
+                    "metrics.listen",
+                    old.metrics.listen != config.metrics.listen,
+                ),
+            ] {
+                if changed {
+                    log::warn!("{key} changed: it takes effect after a restart");
+                }
+            }
+            let mut config = config;
+            config.proxy.listen = old.proxy.listen.clone();
+            config.proxy.workers = old.proxy.workers;
+            config.metrics.listen = old.metrics.listen.clone();
+            let config = Arc::new(config);
+            log::set_max_level(config.log.level);
+            *shared.tls.write() = tls;
+            shared.set_pgpass(pgpass.clone());
+            shared.set_config(config.clone());
+            let checker =
+                crate::health::Checker::new(config.clone(), pgpass, shared.health.clone());
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let restarted = checker.spawn(config.health.interval, stop.clone()).is_ok();
+            m.config_reloads.success.inc();
+            log::info!("configuration reloaded");
+            restarted.then_some(stop)
+        }
+    };
+    crate::ops::systemd::ready();
+    stop
+}
+
+type Prepared = (
+    crate::config::Config,
+    Arc<tls::TlsSetup>,
+    Option<Arc<PgPass>>,
+);
+
+fn prepare_reload(shared: &Shared, source: &ConfigSource) -> Result<Prepared, Vec<String>> {
+    let config = if !source.explicit && !source.path.exists() {
+        crate::config::Config::default()
+    } else {
+        crate::config::Config::load(&source.path)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?
+    };
+    let origin = source.path.display().to_string();
+    let problems: Vec<String> = config
+        .check_files(&origin)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let running = shared.config();
+    let same_backends = config.backends.len() == running.backends.len()
+        && config
+            .backends
+            .iter()
+            .zip(running.backends.iter())
+            .all(|(a, b)| {
+                a.name == b.name
+                    && a.host == b.host
+                    && a.port == b.port
+                    && a.role == b.role
+                    && a.weight == b.weight
+            });
+    if !same_backends {
+        return Err(vec![format!(
+            "{origin}: backends: adding, removing or changing [[backends]] needs a restart of PgGate"
+        )]);
+    }
+    let tls = tls::TlsSetup::build(&config).map_err(|e| vec![format!("{origin}: {e}")])?;
+    let pgpass = if config.auth.credentials_file.is_empty() {
+        None
+    } else {
+        let path = std::path::Path::new(&config.auth.credentials_file);
+        Some(Arc::new(PgPass::load(path).map_err(|e| {
+            vec![format!(
+                "{origin}: auth.credentials_file: {}: {e}",
+                path.display()
+            )]
+        })?))
+    };
+    Ok((config, tls, pgpass))
 }

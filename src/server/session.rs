@@ -55,6 +55,13 @@ impl Worker {
 
     /// Like `fatal`, with the message exactly as given.
     pub fn fatal_raw(&mut self, ck: usize, code: &str, message: &str) {
+        let m = crate::ops::metrics();
+        match code {
+            "08P01" => m.errors.protocol.inc(),
+            "28000" if message.contains("TLS is required") => m.clients_rejected.tls_required.inc(),
+            "28000" if message.contains("replication") => m.clients_rejected.replication.inc(),
+            _ => {}
+        }
         let mut buf = Vec::new();
         write::error_response_as(&mut buf, "FATAL", code, message);
         self.send_client(ck, &buf);
@@ -515,6 +522,7 @@ impl Worker {
         };
         if let Some(reason) = class.pin {
             if session.pinned.is_none() {
+                count_pin(reason);
                 log::debug!(
                     "session of {}@{} pinned to the primary ({})",
                     session.user,
@@ -643,6 +651,7 @@ impl Worker {
             return;
         };
         let on_primary = Some(b.index) == primary;
+        let now = std::time::Instant::now();
         let write_functions = &self.config.routing.write_functions;
         let mut terminate = false;
         let mut invalid = None;
@@ -674,7 +683,7 @@ impl Worker {
                     c.unsynced = false;
                     c.batch_parsed_unnamed = false;
                     out.extend_from_slice(frame);
-                    b.replies.push_back(Reply::Ready);
+                    b.replies.push_back(Reply::Ready(now));
                 }
                 pos += frame_len;
                 continue;
@@ -721,6 +730,7 @@ impl Worker {
                 if session.pinned.is_none() {
                     session.pinned = Some(reason);
                     newly_pinned = Some(reason);
+                    count_pin(reason);
                 }
             }
             if on_primary && class.is_some_and(|k| k.kind != sql::Kind::Read || k.pin.is_some()) {
@@ -748,7 +758,7 @@ impl Worker {
                             session.statements.clear();
                             b.prepared.clear();
                             out.extend_from_slice(frame);
-                            b.replies.push_back(Reply::Ready);
+                            b.replies.push_back(Reply::Ready(now));
                         }
                         _ => {
                             // A read outside a transaction can be sent again
@@ -756,14 +766,15 @@ impl Worker {
                             let retryable = b.replies.is_empty()
                                 && b.tx_status == b'I'
                                 && session.pinned.is_none()
-                                && class.is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
+                                && class
+                                    .is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
                             c.retry_armed = retryable;
                             if retryable {
                                 c.retry.clear();
                                 c.retry.extend_from_slice(frame);
                             }
                             out.extend_from_slice(frame);
-                            b.replies.push_back(Reply::Ready);
+                            b.replies.push_back(Reply::Ready(now));
                         }
                     }
                 }
@@ -939,11 +950,11 @@ impl Worker {
                     c.unsynced = false;
                     c.batch_parsed_unnamed = false;
                     out.extend_from_slice(frame);
-                    b.replies.push_back(Reply::Ready);
+                    b.replies.push_back(Reply::Ready(now));
                 }
                 frontend::FUNCTION_CALL => {
                     out.extend_from_slice(frame);
-                    b.replies.push_back(Reply::Ready);
+                    b.replies.push_back(Reply::Ready(now));
                 }
                 t => {
                     invalid = Some(format!("invalid frontend message type {}", printable(t)));
@@ -1027,6 +1038,11 @@ impl Worker {
         self.client_input(ck);
     }
 
+    pub fn login_timeout_expired(&mut self, ck: usize) {
+        crate::ops::metrics().clients_rejected.login_timeout.inc();
+        self.fatal(ck, "08P01", "login timeout expired");
+    }
+
     pub fn login_timeout(&mut self, ck: usize, generation: u64) {
         let Some(c) = self.clients.get(ck) else {
             return;
@@ -1041,7 +1057,7 @@ impl Worker {
                 | ClientState::LocalAuth
                 | ClientState::AwaitingParams
         ) {
-            self.fatal(ck, "08P01", "login timeout expired");
+            self.login_timeout_expired(ck);
         }
     }
 
@@ -1074,6 +1090,7 @@ impl Worker {
             .get(backend_index)
             .map(|b| b.name.clone())
             .unwrap_or_default();
+        crate::ops::metrics().errors.checkout_timeout.inc();
         self.fail_pending(
             ck,
             "53300",
@@ -1136,6 +1153,7 @@ impl Worker {
         }
         let mut c = self.clients.remove(ck);
         log::trace!("client {ck} closed: {why}");
+        crate::ops::metrics().clients_connected.dec();
         let _ = self.poll.registry().deregister(&mut c.sock);
         self.shared.release_client_slot();
         let session = c.session.take();
@@ -1345,4 +1363,21 @@ pub fn write_command_complete(out: &mut Vec<u8>, tag: &str) {
 
 fn c_wbuf_empty(clients: &slab::Slab<super::conn::Client>, ck: usize) -> bool {
     clients.get(ck).is_some_and(|c| c.wbuf.is_empty())
+}
+
+/// Counts a pinned session by reason (a field, not a label lookup).
+fn count_pin(reason: sql::PinReason) {
+    let p = &crate::ops::metrics().sessions_pinned;
+    let counter = match reason {
+        sql::PinReason::Set => &p.set,
+        sql::PinReason::Reset => &p.reset,
+        sql::PinReason::SetConfig => &p.set_config,
+        sql::PinReason::Prepare => &p.prepare,
+        sql::PinReason::Listen => &p.listen,
+        sql::PinReason::DeclareWithHold => &p.declare_with_hold,
+        sql::PinReason::TempObject => &p.temp_object,
+        sql::PinReason::AdvisoryLock => &p.advisory_lock,
+        sql::PinReason::Load => &p.load,
+    };
+    counter.inc();
 }

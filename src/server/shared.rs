@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
@@ -149,13 +149,16 @@ pub struct CancelTarget {
 }
 
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The configuration in force; replaced whole by a reload. Workers keep a
+    /// snapshot and refresh it when `config_version` moves.
+    config: RwLock<Arc<Config>>,
+    pub config_version: AtomicU64,
     /// TLS acceptor and connector; swapped whole on reload.
     pub tls: RwLock<Arc<super::tls::TlsSetup>>,
     pub backends: Vec<BackendInfo>,
     /// The backend configured as `role = "primary"`, if any.
     pub configured_primary: Option<usize>,
-    pub pgpass: Option<Arc<PgPass>>,
+    pgpass: RwLock<Option<Arc<PgPass>>>,
     /// What the health checks found: up/down, detected role, lag.
     pub health: Arc<crate::health::HealthView>,
     pub workers: OnceLock<Vec<WorkerHandle>>,
@@ -166,6 +169,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Query mode: where workers send `auth_query` lookups.
     pub lookup: OnceLock<Sender<super::lookup::LookupRequest>>,
+    /// Per worker: its connections and waiting clients, for the metrics.
+    pub stats: OnceLock<Vec<super::stats::WorkerStats>>,
     /// Seeds the mock SCRAM exchange for roles that do not exist.
     pub mock_key: [u8; 32],
 }
@@ -180,11 +185,12 @@ impl Shared {
         let configured_primary = backends.iter().position(|b| b.role == Role::Primary);
         let health = Arc::new(crate::health::HealthView::new(&config));
         Shared {
-            config,
+            config: RwLock::new(config),
+            config_version: AtomicU64::new(0),
             tls: RwLock::new(tls),
             backends,
             configured_primary,
-            pgpass,
+            pgpass: RwLock::new(pgpass),
             health,
             workers: OnceLock::new(),
             pools: Mutex::new(HashMap::new()),
@@ -193,8 +199,28 @@ impl Shared {
             clients: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             lookup: OnceLock::new(),
+            stats: OnceLock::new(),
             mock_key: crate::auth::scram_server::mock_key(),
         }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// Installs a new configuration (after a successful reload).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write() = config;
+        self.config_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn pgpass(&self) -> Option<Arc<PgPass>> {
+        self.pgpass.read().clone()
+    }
+
+    pub fn set_pgpass(&self, p: Option<Arc<PgPass>>) {
+        *self.pgpass.write() = p;
     }
 
     /// The backend writes go to now: the one health checks found to be an up
@@ -267,7 +293,7 @@ impl Shared {
 
     /// Counts an accepted client against `proxy.max_clients`; false when full.
     pub fn take_client_slot(&self) -> bool {
-        let max = self.config.proxy.max_clients;
+        let max = self.config.read().proxy.max_clients;
         self.clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -291,10 +317,17 @@ impl Shared {
         }
     }
 
-    pub fn password_for(&self, backend: &BackendInfo, database: &str, user: &str) -> Option<&str> {
+    pub fn password_for(
+        &self,
+        backend: &BackendInfo,
+        database: &str,
+        user: &str,
+    ) -> Option<String> {
         self.pgpass
+            .read()
             .as_ref()?
             .lookup(&backend.host, backend.port, database, user)
+            .map(str::to_string)
     }
 }
 

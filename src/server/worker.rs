@@ -57,7 +57,10 @@ pub enum WorkerMsg {
         generation: u64,
         result: super::lookup::LookupResult,
     },
+    /// Drain: close idle clients now, the others when their transaction ends.
     Shutdown,
+    /// The drain time is over: close everyone.
+    ShutdownNow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +97,9 @@ pub struct Worker {
     pub next_generation: u64,
     pub rng: u64,
     pub stopping: bool,
+    /// `proxy.client_idle_timeout` is set: clients' activity is timed.
+    client_idle_checked: bool,
+    config_version: u64,
     /// Query-mode clients waiting for a primary connection's ParameterStatus values.
     pub param_waiters: Vec<(usize, u64)>,
 }
@@ -190,7 +196,8 @@ pub fn shrink(buf: &mut Vec<u8>) {
 
 impl Worker {
     pub fn new(id: usize, poll: Poll, rx: Receiver<WorkerMsg>, shared: Arc<Shared>) -> Worker {
-        let config = shared.config.clone();
+        let config = shared.config();
+        let shared_idle_timeout = config.proxy.client_idle_timeout;
         Worker {
             id,
             poll,
@@ -208,6 +215,8 @@ impl Worker {
                 ^ ((id as u64 + 1) << 32)
                 ^ super::shared::random_u32() as u64,
             stopping: false,
+            client_idle_checked: !shared_idle_timeout.is_zero(),
+            config_version: 0,
             param_waiters: Vec::new(),
         }
     }
@@ -253,6 +262,16 @@ impl Worker {
                 }
                 log::error!("worker {}: poll failed: {e}", self.id);
                 return;
+            }
+            let version = self
+                .shared
+                .config_version
+                .load(std::sync::atomic::Ordering::Acquire);
+            if version != self.config_version {
+                // A reload: new sessions and new checkouts use the new values.
+                self.config_version = version;
+                self.config = self.shared.config();
+                self.client_idle_checked = !self.config.proxy.client_idle_timeout.is_zero();
             }
             for ev in events.iter() {
                 self.dispatch(ev);
@@ -305,7 +324,8 @@ impl Worker {
                     generation,
                     result,
                 } => self.auth_secret(client, generation, result),
-                WorkerMsg::Shutdown => self.stopping = true,
+                WorkerMsg::Shutdown => self.drain(false),
+                WorkerMsg::ShutdownNow => self.drain(true),
             }
         }
     }
@@ -368,11 +388,15 @@ impl Worker {
             unsynced: false,
             batch_parsed_unnamed: false,
             discard_until_sync: false,
+            last_active: Instant::now(),
             eof: false,
             read_paused: false,
         });
         let login = self.config.proxy.login_timeout;
         self.add_timer(login, TimerKind::Login, key, generation);
+        let m = crate::ops::metrics();
+        m.clients_accepted.inc();
+        m.clients_connected.inc();
     }
 
     fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
@@ -448,6 +472,9 @@ impl Worker {
         let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch);
         if outcome == ReadOutcome::Closed {
             c.eof = true;
+        }
+        if self.client_idle_checked {
+            c.last_active = Instant::now();
         }
         self.client_input(key);
         if let Some(c) = self.clients.get(key) {
@@ -598,9 +625,93 @@ impl Worker {
         }
     }
 
-    /// Once a second: idle backend connections past their lifetime or idle timeout.
+    /// Shutting down: clients with nothing running are told and closed; with
+    /// `now`, all of them.
+    fn drain(&mut self, now: bool) {
+        self.stopping = true;
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for ck in keys {
+            if now || !self.client_busy(ck) {
+                self.shutdown_client(ck);
+            }
+        }
+    }
+
+    /// Whether a client has a transaction or statement under way.
+    pub fn client_busy(&self, ck: usize) -> bool {
+        let Some(c) = self.clients.get(ck) else {
+            return false;
+        };
+        if matches!(c.state, super::conn::ClientState::WaitingForBackend { .. }) || c.unsynced {
+            return true;
+        }
+        c.backend
+            .and_then(|bk| self.backends.get(bk))
+            .is_some_and(|b| b.tx_status != b'I' || !b.replies.is_empty())
+    }
+
+    pub fn shutdown_client(&mut self, ck: usize) {
+        crate::ops::metrics().clients_rejected.shutting_down.inc();
+        self.fatal(
+            ck,
+            "57P01",
+            "terminating connection because PgGate is shutting down",
+        );
+    }
+
+    /// Once a second: idle backend connections past their lifetime or idle
+    /// timeout are closed, and this worker's numbers published for the metrics.
     fn maintenance(&mut self) {
         let now = Instant::now();
+        if let Some(stats) = self.shared.stats.get().and_then(|s| s.get(self.id)) {
+            let n = self.shared.backends.len();
+            let mut idle = vec![0i64; n];
+            let mut active = vec![0i64; n];
+            for (_, b) in self.backends.iter() {
+                if b.index < n {
+                    if b.state == super::conn::BackendState::Idle {
+                        idle[b.index] += 1;
+                    } else {
+                        active[b.index] += 1;
+                    }
+                }
+            }
+            for i in 0..n {
+                stats.idle[i].store(idle[i], std::sync::atomic::Ordering::Relaxed);
+                stats.active[i].store(active[i], std::sync::atomic::Ordering::Relaxed);
+            }
+            let waiting = self
+                .clients
+                .iter()
+                .filter(|(_, c)| {
+                    matches!(c.state, super::conn::ClientState::WaitingForBackend { .. })
+                })
+                .count();
+            stats
+                .waiting
+                .store(waiting as i64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let client_idle = self.config.proxy.client_idle_timeout;
+        if !client_idle.is_zero() {
+            let idle: Vec<usize> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| {
+                    c.state == super::conn::ClientState::Ready
+                        && now.duration_since(c.last_active) > client_idle
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for ck in idle {
+                if !self.client_busy(ck) {
+                    self.fatal(
+                        ck,
+                        "57P05",
+                        "terminating connection due to idle timeout (proxy.client_idle_timeout)",
+                    );
+                }
+            }
+        }
         let idle_timeout = self.config.pool.idle_timeout;
         let max_lifetime = self.config.pool.max_lifetime;
         let mut expired = Vec::new();
