@@ -1,11 +1,19 @@
 //! The PostgreSQL v3 wire protocol as PgGate needs it: message tags, framing
 //! (header checks before anything is buffered), nom parsers for the few
-//! messages PgGate must understand, and writers for the messages it sends
-//! itself. Pure: no I/O here.
+//! messages PgGate must understand (`body`, `startup`), and writers for the
+//! messages it sends itself (`write`). Pure: no I/O here.
 
+mod body;
 pub mod startup;
 pub mod write;
 
+#[cfg(test)]
+mod no_panic;
+
+pub use body::{
+    bind_statement, cstr, parse_auth_request, parse_backend_key_data, parse_error_fields,
+    parse_message_query, parse_parameter_status, parse_parts, query_text, target, ErrorFields,
+};
 pub use startup::{parse_startup, StartupPacket};
 
 /// Frontend (client → server) message tags.
@@ -115,106 +123,6 @@ pub fn parse_header(buf: &[u8], max_len: usize) -> Result<Option<Header>, FrameE
     Ok(Some(Header { tag: buf[0], len }))
 }
 
-/// Reads a NUL-terminated string at the start of `buf`; returns it and the rest.
-pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = buf.iter().position(|&b| b == 0)?;
-    Some((&buf[..nul], &buf[nul + 1..]))
-}
-
-/// The fields of an ErrorResponse or NoticeResponse body that PgGate looks at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErrorFields {
-    pub severity: String,
-    pub code: String,
-    pub message: String,
-}
-
-/// Parses an ErrorResponse/NoticeResponse body (after the header).
-pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
-    let mut out = ErrorFields::default();
-    let mut rest = body;
-    while let Some((&field, tail)) = rest.split_first() {
-        if field == 0 {
-            break;
-        }
-        let Some((value, tail)) = cstr(tail) else {
-            break;
-        };
-        let value = String::from_utf8_lossy(value).into_owned();
-        match field {
-            b'S' => out.severity = value,
-            b'C' => out.code = value,
-            b'M' => out.message = value,
-            _ => {}
-        }
-        rest = tail;
-    }
-    out
-}
-
-/// Parses a ParameterStatus body into (name, value).
-pub fn parse_parameter_status(body: &[u8]) -> Option<(String, String)> {
-    let (name, rest) = cstr(body)?;
-    let (value, _) = cstr(rest)?;
-    Some((
-        String::from_utf8_lossy(name).into_owned(),
-        String::from_utf8_lossy(value).into_owned(),
-    ))
-}
-
-/// Parses an Authentication request body: the code and the rest of the body.
-pub fn parse_auth_request(body: &[u8]) -> Option<(u32, &[u8])> {
-    if body.len() < 4 {
-        return None;
-    }
-    let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    Some((code, &body[4..]))
-}
-
-/// Parses a BackendKeyData body: (process id, secret key).
-pub fn parse_backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
-    if body.len() != 8 {
-        return None;
-    }
-    let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-    Some((pid, secret))
-}
-
-/// The query text of a Query body (NUL-terminated).
-pub fn query_text(body: &[u8]) -> Option<&str> {
-    let (text, _) = cstr(body)?;
-    std::str::from_utf8(text).ok()
-}
-
-/// The statement name and query text of a Parse body.
-pub fn parse_message_query(body: &[u8]) -> Option<(&[u8], &str)> {
-    let (name, rest) = cstr(body)?;
-    let (text, _) = cstr(rest)?;
-    Some((name, std::str::from_utf8(text).ok()?))
-}
-
-/// The statement name a Bind body refers to.
-pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
-    let (_, rest) = cstr(body)?;
-    let (name, _) = cstr(rest)?;
-    Some(name)
-}
-
-/// The target of a Describe or Close body: (b'S' or b'P', name).
-pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
-    let (&kind, rest) = body.split_first()?;
-    let (name, _) = cstr(rest)?;
-    matches!(kind, b'S' | b'P').then_some((kind, name))
-}
-
-/// The name and the rest (text, types) of a Parse body.
-pub fn parse_parts(body: &[u8]) -> Option<(&[u8], &[u8], &str)> {
-    let (name, rest) = cstr(body)?;
-    let (text, _) = cstr(rest)?;
-    Some((name, rest, std::str::from_utf8(text).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,54 +156,24 @@ mod tests {
     }
 
     #[test]
-    fn error_fields_are_read() {
-        let body = b"SERROR\0VERROR\0C28P01\0Mpassword authentication failed\0\0";
-        let f = parse_error_fields(body);
-        assert_eq!(f.code, "28P01");
-        assert_eq!(f.severity, "ERROR");
-        assert_eq!(f.message, "password authentication failed");
+    fn header_accepts_the_bounds_themselves() {
+        assert_eq!(
+            parse_header(b"S\0\0\0\x04", 4),
+            Ok(Some(Header { tag: b'S', len: 4 }))
+        );
+        assert_eq!(parse_header(b"S\0\0\0\x05", 4), Err(FrameError::TooLong(5)));
+        assert_eq!(
+            parse_header(b"S\0\0\0\0", 100),
+            Err(FrameError::TooShort(0))
+        );
     }
 
     #[test]
-    fn truncated_error_fields_do_not_panic() {
-        let f = parse_error_fields(b"SERR");
-        assert_eq!(f, ErrorFields::default());
-        let _ = parse_error_fields(b"");
-        let _ = parse_error_fields(b"\0");
-    }
-
-    #[test]
-    fn parameter_status_and_key_data() {
+    fn header_reads_only_the_first_five_bytes() {
         assert_eq!(
-            parse_parameter_status(b"TimeZone\0UTC\0"),
-            Some(("TimeZone".into(), "UTC".into()))
+            parse_header(b"Z\0\0\0\x05IZ\0\0\0\x05I", 100),
+            Ok(Some(Header { tag: b'Z', len: 5 }))
         );
-        assert_eq!(parse_parameter_status(b"TimeZone\0UTC"), None);
-        assert_eq!(
-            parse_backend_key_data(&[0, 0, 0, 7, 0, 0, 0, 9]),
-            Some((7, 9))
-        );
-        assert_eq!(parse_backend_key_data(&[0, 0, 0, 7]), None);
-    }
-
-    #[test]
-    fn query_and_parse_bodies() {
-        assert_eq!(query_text(b"select 1\0"), Some("select 1"));
-        assert_eq!(query_text(b"select 1"), None);
-        assert_eq!(
-            parse_message_query(b"s1\0select $1\0\0\0"),
-            Some((&b"s1"[..], "select $1"))
-        );
-    }
-    #[test]
-    fn targets_and_parse_parts() {
-        assert_eq!(target(b"Sname\0"), Some((b'S', &b"name"[..])));
-        assert_eq!(target(b"P\0"), Some((b'P', &b""[..])));
-        assert_eq!(target(b"Xname\0"), None);
-        assert_eq!(target(b"S"), None);
-        let (name, rest, text) = parse_parts(b"s1\0select 1\0\0\0").unwrap();
-        assert_eq!(name, b"s1");
-        assert_eq!(rest, b"select 1\0\0\0");
-        assert_eq!(text, "select 1");
+        assert_eq!(parse_header(b"", 100), Ok(None));
     }
 }

@@ -2,10 +2,10 @@
 //! CancelRequest and StartupMessage. Parsed with nom from a body whose length
 //! the caller has already bounded (`MAX_STARTUP_PACKET`). Pure: no I/O here.
 
-use nom::bytes::complete::take_till;
-use nom::number::complete::{be_i32, be_u32, u8 as byte};
-use nom::{IResult, Parser};
+use nom::number::complete::{be_i32, be_u32};
+use nom::Parser;
 
+use super::body::cstring;
 use super::{CANCEL_REQUEST, GSSENC_REQUEST, SSL_REQUEST};
 
 /// What a client's first packet asks for.
@@ -59,12 +59,6 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
             })
         }
     }
-}
-
-fn cstring(input: &[u8]) -> IResult<&[u8], &[u8]> {
-    let (rest, s) = take_till(|b| b == 0).parse(input)?;
-    let (rest, _) = byte(rest)?;
-    Ok((rest, s))
 }
 
 fn parse_params(mut input: &[u8]) -> Result<Vec<(String, String)>, ()> {
