@@ -119,6 +119,9 @@ pub enum ReadOutcome {
     Open,
     /// The peer closed its side or the socket failed.
     Closed,
+    /// One pass's worth arrived and the socket may hold more: handle it, then
+    /// read again (edge-triggered: no new event will say so).
+    More,
 }
 
 /// Reads what the socket has into `buf`. A short read means the socket is
@@ -136,8 +139,7 @@ pub fn read_into(sock: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> Re
                     return ReadOutcome::Open;
                 }
                 if buf.len() > OUTPUT_HIGH_WATER * 4 {
-                    // Enough for one pass; the caller comes back for more.
-                    return ReadOutcome::Open;
+                    return ReadOutcome::More;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
@@ -469,14 +471,25 @@ impl Worker {
         if c.read_paused || c.eof {
             return;
         }
-        let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch);
-        if outcome == ReadOutcome::Closed {
-            c.eof = true;
+        loop {
+            let Some(c) = self.clients.get_mut(key) else {
+                return;
+            };
+            if c.read_paused || c.eof {
+                break;
+            }
+            let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch);
+            if outcome == ReadOutcome::Closed {
+                c.eof = true;
+            }
+            if self.client_idle_checked {
+                c.last_active = Instant::now();
+            }
+            self.client_input(key);
+            if outcome != ReadOutcome::More {
+                break;
+            }
         }
-        if self.client_idle_checked {
-            c.last_active = Instant::now();
-        }
-        self.client_input(key);
         if let Some(c) = self.clients.get(key) {
             if c.eof {
                 self.close_client(key, "client closed the connection");
@@ -497,11 +510,22 @@ impl Worker {
             self.backend_writable(key);
             return;
         }
-        let outcome = read_into(&mut b.sock, &mut b.rbuf, &mut self.scratch);
-        if outcome == ReadOutcome::Closed {
-            b.eof = true;
+        loop {
+            let Some(b) = self.backends.get_mut(key) else {
+                return;
+            };
+            if b.read_paused || b.eof {
+                break;
+            }
+            let outcome = read_into(&mut b.sock, &mut b.rbuf, &mut self.scratch);
+            if outcome == ReadOutcome::Closed {
+                b.eof = true;
+            }
+            self.backend_input(key);
+            if outcome != ReadOutcome::More {
+                break;
+            }
         }
-        self.backend_input(key);
         if let Some(b) = self.backends.get(key) {
             if b.eof {
                 self.backend_lost(key, "server closed the connection");
