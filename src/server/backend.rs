@@ -16,7 +16,7 @@ use crate::config::{AuthMode, BackendTlsMode, ReadYourWrites};
 use crate::protocol::{self, auth_code, backend as tag, write};
 
 use super::conn::{Backend, BackendState, Client, ClientState, Login, Params};
-use super::extended::{Reply, Undo};
+use super::extended::{self, Reply, Undo};
 use super::session::write_command_complete;
 use super::shared::Credential;
 use super::stream::{HandshakeStep, Stream};
@@ -765,6 +765,10 @@ impl Worker {
             }
             // PgGate's own replies go out when their turn comes.
             match b.replies.front_mut() {
+                Some(Reply::CopyEnd) => {
+                    b.replies.pop_front();
+                    continue;
+                }
                 Some(Reply::Local { bytes, .. }) => {
                     out.extend_from_slice(&b.rbuf[run..pos]);
                     out.extend_from_slice(bytes);
@@ -863,6 +867,21 @@ impl Worker {
                 }
                 _ => match b.replies.front() {
                     Some(Reply::Forward { ends, .. }) => {
+                        let ends: &'static [u8] = ends;
+                        if t == tag::COPY_IN_RESPONSE && ends == extended::ENDS_EXECUTE {
+                            // COPY FROM STDIN by Execute: the server ignores
+                            // every Sync until the COPY ends.
+                            let mut i = 1;
+                            while i < b.replies.len() {
+                                match b.replies.get(i) {
+                                    Some(Reply::CopyEnd) => break,
+                                    Some(Reply::Ready(_)) => {
+                                        b.replies.remove(i);
+                                    }
+                                    _ => i += 1,
+                                }
+                            }
+                        }
                         if ends.contains(&t) {
                             b.replies.pop_front();
                         }

@@ -101,6 +101,9 @@ pub struct Client {
     pub unsynced: bool,
     /// The current batch parsed the unnamed statement itself.
     pub batch_parsed_unnamed: bool,
+    /// The current batch parsed a DEALLOCATE ALL / DISCARD ALL; its Execute
+    /// drops every prepared statement.
+    pub dealloc_pending: bool,
     /// The peer has closed or failed; nothing more is read.
     pub eof: bool,
     /// Reading is paused because the output side is full.

@@ -112,6 +112,10 @@ pub enum Reply {
     /// A reply ending in ReadyForQuery (Sync, simple Query, FunctionCall),
     /// with the time the batch was sent (for the query duration metric).
     Ready(std::time::Instant),
+    /// The client ended a COPY (CopyDone or CopyFail): no reply of its own,
+    /// but Syncs sent before it during a COPY FROM STDIN are ignored by the
+    /// server, and this marks where that stops.
+    CopyEnd,
     /// PgGate's own `SELECT pg_current_wal_lsn()` (read your writes): its
     /// replies are swallowed and the position noted for the session.
     CaptureLsn,
@@ -130,7 +134,7 @@ impl Reply {
             Reply::Forward { undo, .. }
             | Reply::Swallow { undo, .. }
             | Reply::Local { undo, .. } => undo.take(),
-            Reply::Ready(_) | Reply::LocalReady { .. } | Reply::CaptureLsn => None,
+            Reply::Ready(_) | Reply::LocalReady { .. } | Reply::CaptureLsn | Reply::CopyEnd => None,
         }
     }
 }

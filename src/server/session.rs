@@ -737,8 +737,10 @@ impl Worker {
                 session.wrote = true;
             }
             match t {
-                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                frontend::COPY_DATA => out.extend_from_slice(frame),
+                frontend::COPY_DONE | frontend::COPY_FAIL => {
                     out.extend_from_slice(frame);
+                    b.replies.push_back(Reply::CopyEnd);
                 }
                 frontend::TERMINATE => {
                     terminate = true;
@@ -784,6 +786,12 @@ impl Worker {
                         break;
                     };
                     c.unsynced = true;
+                    if matches!(
+                        extended::parse_parts(body).and_then(|(_, _, q)| sql::deallocate_target(q)),
+                        Some(sql::Deallocate::All)
+                    ) {
+                        c.dealloc_pending = true;
+                    }
                     if name.is_empty() {
                         session.unnamed.clear();
                         session.unnamed.extend_from_slice(rest);
@@ -939,6 +947,13 @@ impl Worker {
                 }
                 frontend::EXECUTE => {
                     c.unsynced = true;
+                    if std::mem::take(&mut c.dealloc_pending) {
+                        // DEALLOCATE ALL / DISCARD ALL through the extended
+                        // protocol: the server forgets its statements, and the
+                        // client's names go too.
+                        session.statements.clear();
+                        b.prepared.clear();
+                    }
                     out.extend_from_slice(frame);
                     b.replies.push_back(Reply::forward(extended::ENDS_EXECUTE));
                 }
@@ -949,6 +964,7 @@ impl Worker {
                 frontend::SYNC => {
                     c.unsynced = false;
                     c.batch_parsed_unnamed = false;
+                    c.dealloc_pending = false;
                     out.extend_from_slice(frame);
                     b.replies.push_back(Reply::Ready(now));
                 }

@@ -389,6 +389,7 @@ impl Worker {
             force_primary: false,
             unsynced: false,
             batch_parsed_unnamed: false,
+            dealloc_pending: false,
             discard_until_sync: false,
             last_active: Instant::now(),
             eof: false,
