@@ -46,7 +46,7 @@ impl Worker {
         startup: Vec<u8>,
         for_client: Option<(usize, u64)>,
     ) -> Result<usize, String> {
-        let addr = self.shared.backends[index].addr;
+        let addr = self.topo.backends[index].addr;
         let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         let generation = self.generation();
         let entry = self.backends.vacant_entry();
@@ -194,7 +194,7 @@ impl Worker {
                 let Some(connector) = tls.connector.as_ref() else {
                     return Err("TLS connector missing".into());
                 };
-                let host = self.shared.backends[b.index].host.clone();
+                let host = self.topo.backends[b.index].host.clone();
                 let Some(tcp) = b.sock.take_plain() else {
                     return Err("socket lost before TLS".into());
                 };
@@ -366,7 +366,7 @@ impl Worker {
                     if code == auth_code::OK {
                         continue;
                     }
-                    let info = &self.shared.backends[b.index];
+                    let info = &self.topo.backends[b.index];
                     let user = b.pools.user.clone();
                     // Query mode: what the client's own login gave PgGate;
                     // otherwise the credentials file.
@@ -507,7 +507,7 @@ impl Worker {
         b.login = Login::Own { scram: None };
         let waiting = b.client.take();
         let index = b.index;
-        if Some(index) == self.shared.primary() && !b.server_params.is_empty() {
+        if Some(index) == self.topo.primary() && !b.server_params.is_empty() {
             // What a client logging in by query mode is shown of the server.
             let params = Arc::new(std::mem::take(&mut b.server_params));
             *b.pools.server_params.write() = Some(params);
@@ -539,12 +539,12 @@ impl Worker {
         };
         let index = b.index;
         let waiting = b.client;
-        let name = self.shared.backends[index].name.clone();
+        let name = self.topo.backends[index].name.clone();
         log::warn!(
             "login to backend \"{name}\" as \"{}\" failed: {reason}",
             b.pools.user
         );
-        if no_password && Some(index) != self.shared.primary() {
+        if no_password && Some(index) != self.topo.primary() {
             b.pools.no_replica_password.store(true, Ordering::Relaxed);
             self.shared.warn_no_password(&b.pools.user, &name);
         }
@@ -553,7 +553,7 @@ impl Worker {
             b.client = None;
         }
         self.close_backend(bk, "login failed");
-        if Some(index) == self.shared.primary() {
+        if Some(index) == self.topo.primary() {
             self.serve_param_waiters(&pools, Some(reason));
         }
         if let Some((ck, generation)) = waiting {
@@ -616,7 +616,7 @@ impl Worker {
             }
             return;
         }
-        let name = self.shared.backends[index].name.clone();
+        let name = self.topo.backends[index].name.clone();
         self.fail_pending(
             ck,
             "08001",
@@ -648,7 +648,7 @@ impl Worker {
             return;
         };
         crate::ops::metrics().errors.backend_connect.inc();
-        let name = self.shared.backends[b.index].name.clone();
+        let name = self.topo.backends[b.index].name.clone();
         match b.login {
             Login::Relay { client } => {
                 self.close_backend(bk, "connect failed");
@@ -731,7 +731,7 @@ impl Worker {
             return self.capture_lsn(ck, bk);
         }
         if c.retry_armed || b.swallow_to_ready {
-            let on_primary = Some(b.index) == self.shared.primary();
+            let on_primary = Some(b.index) == self.topo.primary();
             match hold_for_retry(
                 c,
                 b,
@@ -818,7 +818,7 @@ impl Worker {
                     }
                     if let Some(Reply::Ready(started)) = b.replies.pop_front() {
                         let m = crate::ops::metrics();
-                        let replica = Some(b.index) != self.shared.primary();
+                        let replica = Some(b.index) != self.topo.primary();
                         let (queries, duration, transactions) = if replica {
                             (
                                 &m.queries.replica,
@@ -999,7 +999,7 @@ impl Worker {
     /// A batch finished: outside a transaction and unpinned, the connection goes
     /// back (or, in session mode, the primary connection is kept aside).
     fn batch_done(&mut self, ck: usize, bk: usize, status: u8) {
-        let primary = self.shared.primary();
+        let primary = self.topo.primary();
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };
@@ -1115,7 +1115,7 @@ impl Worker {
         if matches!(b.state, BackendState::Linked | BackendState::Syncing) {
             crate::ops::metrics().errors.backend_lost.inc();
         }
-        let name = self.shared.backends[b.index].name.clone();
+        let name = self.topo.backends[b.index].name.clone();
         log::debug!("backend \"{name}\" connection lost: {why}");
         match (b.state, &b.login) {
             (

@@ -290,7 +290,7 @@ impl Worker {
             match (&params, error) {
                 (Some(p), _) => self.send_login_tail(ck, p),
                 (None, Some(e)) => {
-                    let name = self.shared.backends[self.primary_index()].name.clone();
+                    let name = self.topo.backends[self.primary_index()].name.clone();
                     self.fatal(
                         ck,
                         "08001",

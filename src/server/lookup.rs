@@ -73,7 +73,8 @@ fn fetch(
     user: &str,
 ) -> LookupResult {
     let config = shared.config();
-    let Some(primary) = shared.primary().and_then(|i| shared.backends.get(i)) else {
+    let topo = shared.topology();
+    let Some(primary) = topo.primary().and_then(|i| topo.backends.get(i)) else {
         return Err("no primary backend".into());
     };
     for attempt in 0..2 {

@@ -65,6 +65,7 @@ fn resolve_backends(config: &Config) -> Result<Vec<BackendInfo>, RunError> {
                 port: b.port,
                 role: b.role,
                 weight: b.weight,
+                removed: false,
             })
         })
         .collect()
@@ -118,7 +119,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     }
     let _ = shared.stats.set(
         (0..n)
-            .map(|_| stats::WorkerStats::new(shared.backends.len()))
+            .map(|_| stats::WorkerStats::new(shared::MAX_BACKENDS))
             .collect(),
     );
     crate::ops::init(env!("CARGO_PKG_VERSION"));
@@ -129,7 +130,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     } else {
         let health_shared = shared.clone();
         let server = crate::ops::serve(&config.metrics.listen, move || {
-            health_shared.health.primary().is_some()
+            health_shared.primary().is_some()
         })
         .map_err(|e| {
             RunError(format!(
@@ -146,7 +147,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         let _ = shared.lookup.set(tx);
     }
     let checker =
-        crate::health::Checker::new(config.clone(), shared.pgpass(), shared.health.clone());
+        crate::health::Checker::new(config.clone(), shared.pgpass(), shared.topology().health.clone());
     let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
     checker
         .spawn(config.health.interval, stop_health.clone())
@@ -169,7 +170,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         "listening on {local} with {n} workers; primary {}",
         shared
             .primary()
-            .map(|i| shared.backends[i].addr.to_string())
+            .map(|i| shared.topology().backends[i].addr.to_string())
             .unwrap_or_else(|| "none".into())
     );
     let acceptor_shared = shared.clone();
@@ -319,7 +320,7 @@ fn reload(
             m.config_reloads.failure.inc();
             None
         }
-        Ok((config, tls, pgpass)) => {
+        Ok((config, tls, pgpass, topology)) => {
             let old = shared.config();
             for (key, changed) in [
                 ("proxy.listen", old.proxy.listen != config.proxy.listen),
@@ -341,9 +342,14 @@ fn reload(
             log::set_max_level(config.log.level);
             *shared.tls.write() = tls;
             shared.set_pgpass(pgpass.clone());
+            let topology = Arc::new(topology);
+            shared.set_topology(topology.clone());
             shared.set_config(config.clone());
-            let checker =
-                crate::health::Checker::new(config.clone(), pgpass, shared.health.clone());
+            let checker = crate::health::Checker::new(
+                Arc::new(topology.health_config(&config)),
+                pgpass,
+                topology.health.clone(),
+            );
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let restarted = checker.spawn(config.health.interval, stop.clone()).is_ok();
             m.config_reloads.success.inc();
@@ -359,7 +365,59 @@ type Prepared = (
     crate::config::Config,
     Arc<tls::TlsSetup>,
     Option<Arc<PgPass>>,
+    shared::Topology,
 );
+
+/// The backend slots after a reload: a backend kept (same name, host and
+/// port) keeps its index and gets its new role and weight; a new one gets a
+/// new index; one no longer configured is marked removed. What the health
+/// checks know is carried over.
+fn next_topology(
+    old: &shared::Topology,
+    config: &crate::config::Config,
+) -> Result<shared::Topology, String> {
+    let mut slots = old.backends.clone();
+    for s in slots.iter_mut() {
+        s.removed = true;
+    }
+    for b in &config.backends {
+        let kept = slots
+            .iter_mut()
+            .find(|s| s.name == b.name && s.host == b.host && s.port == b.port);
+        match kept {
+            Some(s) => {
+                s.removed = false;
+                s.role = b.role;
+                s.weight = b.weight;
+            }
+            None => {
+                if slots.len() >= shared::MAX_BACKENDS {
+                    return Err(format!(
+                        "backends: at most {} backends can be added over the life of one PgGate process; restart it",
+                        shared::MAX_BACKENDS
+                    ));
+                }
+                let addr = (b.host.as_str(), b.port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("backends: \"{}\": cannot resolve {}: {e}", b.name, b.host))?
+                    .next()
+                    .ok_or_else(|| format!("backends: \"{}\": {} has no address", b.name, b.host))?;
+                slots.push(BackendInfo {
+                    name: b.name.clone(),
+                    host: b.host.clone(),
+                    addr,
+                    port: b.port,
+                    role: b.role,
+                    weight: b.weight,
+                    removed: false,
+                });
+            }
+        }
+    }
+    let draft = shared::Topology::new(slots, old.health.clone());
+    let health = Arc::new(old.health.rebuilt(&draft.health_config(config)));
+    Ok(shared::Topology::new(draft.backends, health))
+}
 
 fn prepare_reload(shared: &Shared, source: &ConfigSource) -> Result<Prepared, Vec<String>> {
     let config = if !source.explicit && !source.path.exists() {
@@ -377,24 +435,8 @@ fn prepare_reload(shared: &Shared, source: &ConfigSource) -> Result<Prepared, Ve
     if !problems.is_empty() {
         return Err(problems);
     }
-    let running = shared.config();
-    let same_backends = config.backends.len() == running.backends.len()
-        && config
-            .backends
-            .iter()
-            .zip(running.backends.iter())
-            .all(|(a, b)| {
-                a.name == b.name
-                    && a.host == b.host
-                    && a.port == b.port
-                    && a.role == b.role
-                    && a.weight == b.weight
-            });
-    if !same_backends {
-        return Err(vec![format!(
-            "{origin}: backends: adding, removing or changing [[backends]] needs a restart of PgGate"
-        )]);
-    }
+    let topology =
+        next_topology(&shared.topology(), &config).map_err(|e| vec![format!("{origin}: {e}")])?;
     let tls = tls::TlsSetup::build(&config).map_err(|e| vec![format!("{origin}: {e}")])?;
     let pgpass = if config.auth.credentials_file.is_empty() {
         None
@@ -407,5 +449,5 @@ fn prepare_reload(shared: &Shared, source: &ConfigSource) -> Result<Prepared, Ve
             )]
         })?))
     };
-    Ok((config, tls, pgpass))
+    Ok((config, tls, pgpass, topology))
 }

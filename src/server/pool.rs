@@ -223,7 +223,8 @@ impl Worker {
         let Some(b) = self.backends.get(bk) else {
             return;
         };
-        if b.dirty || b.cancel_sent || b.eof || !b.counted || b.tx_status != b'I' {
+        let removed = self.topo.backends.get(b.index).is_none_or(|i| i.removed);
+        if removed || b.dirty || b.cancel_sent || b.eof || !b.counted || b.tx_status != b'I' {
             self.close_backend(bk, "not clean enough to reuse");
             return;
         }

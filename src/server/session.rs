@@ -244,7 +244,7 @@ impl Worker {
         let database = database
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        let Some(primary) = self.shared.primary() else {
+        let Some(primary) = self.topo.primary() else {
             self.fatal(ck, "08001", "no primary backend is configured");
             return;
         };
@@ -303,7 +303,7 @@ impl Worker {
                 self.client_input(ck);
             }
             Err(e) => {
-                let name = self.shared.backends[primary].name.clone();
+                let name = self.topo.backends[primary].name.clone();
                 self.fatal(
                     ck,
                     "08001",
@@ -511,7 +511,7 @@ impl Worker {
     }
 
     pub fn primary_index(&self) -> usize {
-        self.shared.primary().unwrap_or(0)
+        self.topo.primary().unwrap_or(0)
     }
 
     /// Classifies one statement text and picks the backend for it; records a pin.
@@ -579,15 +579,20 @@ impl Worker {
 
     /// `pick_replica` among replicas whose replay position is at least `min_lsn`.
     pub fn pick_replica_at(&mut self, tried: u64, min_lsn: u64) -> Option<usize> {
-        let primary = self.shared.primary();
+        let primary = self.topo.primary();
         let max_lag = self.config.routing.max_replica_lag;
         let roll = self.random();
-        let shared = &self.shared;
+        let shared = &self.topo;
         let usable = |i: usize| {
             Some(i) != primary
                 && (i >= 64 || tried & (1 << i) == 0)
+                && !shared.backends[i].removed
                 && shared.health.replica_usable(i, max_lag)
-                && (min_lsn == 0 || shared.health.backends[i].replay_lsn() >= min_lsn)
+                && shared
+                    .health
+                    .backends
+                    .get(i)
+                    .is_some_and(|h| min_lsn == 0 || h.replay_lsn() >= min_lsn)
         };
         let total: u64 = (0..shared.backends.len())
             .filter(|&i| usable(i))
@@ -616,7 +621,7 @@ impl Worker {
         let Some(c) = self.clients.get_mut(ck) else {
             return false;
         };
-        if index == self.shared.primary().unwrap_or(usize::MAX) {
+        if index == self.topo.primary().unwrap_or(usize::MAX) {
             if let Some(held) = c.held.take() {
                 self.link(ck, held);
                 return self.clients.get(ck).is_some_and(|c| c.backend.is_some());
@@ -635,7 +640,7 @@ impl Worker {
         let max = self.config.proxy.max_message_size;
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
-        let primary = self.shared.primary();
+        let primary = self.topo.primary();
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let Some(b) = self.backends.get_mut(bk) else {
@@ -1101,7 +1106,7 @@ impl Worker {
             }
         }
         let name = self
-            .shared
+            .topo
             .backends
             .get(backend_index)
             .map(|b| b.name.clone())
@@ -1157,7 +1162,7 @@ impl Worker {
         // The connection is never pooled again, so a cancel that arrives late
         // cannot hit another client's query.
         b.cancel_sent = true;
-        let addr = self.shared.backends[b.index].addr;
+        let addr = self.topo.backends[b.index].addr;
         let timeout = self.config.pool.connect_timeout;
         spawn_cancel(addr, pid, secret, timeout);
     }
@@ -1209,7 +1214,7 @@ impl Worker {
         if in_flight {
             // Stop the statement rather than let it run on for nobody.
             if let Some((pid, secret)) = b.key {
-                let addr = self.shared.backends[b.index].addr;
+                let addr = self.topo.backends[b.index].addr;
                 let timeout = self.config.pool.connect_timeout;
                 spawn_cancel(addr, pid, secret, timeout);
             }

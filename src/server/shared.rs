@@ -26,6 +26,62 @@ pub struct BackendInfo {
     pub port: u16,
     pub role: Role,
     pub weight: u32,
+    /// Taken out of the configuration by a reload: no new work; its
+    /// connections close once their client is done with them.
+    pub removed: bool,
+}
+
+/// Most backends one PgGate process addresses over its lifetime (slots are
+/// never reused, so a reload can add and remove backends without renumbering).
+pub const MAX_BACKENDS: usize = 64;
+
+/// The backends and what the health checks know of them. Indices are stable
+/// for the life of the process; a reload builds a new `Topology` and swaps it.
+pub struct Topology {
+    pub backends: Vec<BackendInfo>,
+    pub health: Arc<crate::health::HealthView>,
+    /// The backend configured as `role = "primary"`, if any.
+    pub configured_primary: Option<usize>,
+}
+
+impl Topology {
+    pub fn new(backends: Vec<BackendInfo>, health: Arc<crate::health::HealthView>) -> Topology {
+        let configured_primary = backends
+            .iter()
+            .position(|b| b.role == Role::Primary && !b.removed);
+        Topology {
+            backends,
+            health,
+            configured_primary,
+        }
+    }
+
+    /// The backend writes go to now: the one health checks found to be an up
+    /// primary (this follows promotions of `role = "auto"` backends), else the
+    /// configured primary.
+    pub fn primary(&self) -> Option<usize> {
+        self.health
+            .primary()
+            .filter(|&i| self.backends.get(i).is_some_and(|b| !b.removed))
+            .or(self.configured_primary)
+    }
+
+    /// The configuration the health checks probe: one entry per slot.
+    pub fn health_config(&self, base: &Config) -> Config {
+        let mut c = base.clone();
+        c.backends = self
+            .backends
+            .iter()
+            .map(|b| crate::config::BackendConfig {
+                name: b.name.clone(),
+                host: b.host.clone(),
+                port: b.port,
+                role: b.role,
+                weight: b.weight,
+            })
+            .collect();
+        c
+    }
 }
 
 /// One worker's mailbox.
@@ -155,12 +211,9 @@ pub struct Shared {
     pub config_version: AtomicU64,
     /// TLS acceptor and connector; swapped whole on reload.
     pub tls: RwLock<Arc<super::tls::TlsSetup>>,
-    pub backends: Vec<BackendInfo>,
-    /// The backend configured as `role = "primary"`, if any.
-    pub configured_primary: Option<usize>,
+    topology: RwLock<Arc<Topology>>,
     pgpass: RwLock<Option<Arc<PgPass>>>,
-    /// What the health checks found: up/down, detected role, lag.
-    pub health: Arc<crate::health::HealthView>,
+
     pub workers: OnceLock<Vec<WorkerHandle>>,
     pools: Mutex<HashMap<(String, String), Arc<UserPools>>>,
     cancel: Mutex<HashMap<i32, CancelTarget>>,
@@ -182,16 +235,14 @@ impl Shared {
         pgpass: Option<Arc<PgPass>>,
         tls: Arc<super::tls::TlsSetup>,
     ) -> Shared {
-        let configured_primary = backends.iter().position(|b| b.role == Role::Primary);
         let health = Arc::new(crate::health::HealthView::new(&config));
+        let topology = Arc::new(Topology::new(backends, health));
         Shared {
             config: RwLock::new(config),
             config_version: AtomicU64::new(0),
             tls: RwLock::new(tls),
-            backends,
-            configured_primary,
+            topology: RwLock::new(topology),
             pgpass: RwLock::new(pgpass),
-            health,
             workers: OnceLock::new(),
             pools: Mutex::new(HashMap::new()),
             cancel: Mutex::new(HashMap::new()),
@@ -223,11 +274,17 @@ impl Shared {
         *self.pgpass.write() = p;
     }
 
-    /// The backend writes go to now: the one health checks found to be an up
-    /// primary (this follows promotions of `role = "auto"` backends), else the
-    /// configured primary.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
+    }
+
+    pub fn set_topology(&self, t: Arc<Topology>) {
+        *self.topology.write() = t;
+    }
+
+    /// See `Topology::primary`.
     pub fn primary(&self) -> Option<usize> {
-        self.health.primary().or(self.configured_primary)
+        self.topology.read().primary()
     }
 
     pub fn workers(&self) -> &[WorkerHandle] {
@@ -246,11 +303,7 @@ impl Shared {
                     id: next_id,
                     database: database.to_string(),
                     user: user.to_string(),
-                    per_backend: self
-                        .backends
-                        .iter()
-                        .map(|_| PoolShared::new(workers))
-                        .collect(),
+                    per_backend: (0..MAX_BACKENDS).map(|_| PoolShared::new(workers)).collect(),
                     no_replica_password: AtomicBool::new(false),
                     credential: RwLock::new(None),
                     server_params: RwLock::new(None),

@@ -34,7 +34,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
         .name("pggate-stats".into())
         .spawn(move || {
             let mut handles: Vec<Option<(bool, BackendMetrics)>> = Vec::new();
-            let failures_seen: Vec<AtomicU64> = (0..shared.backends.len())
+            let failures_seen: Vec<AtomicU64> = (0..super::shared::MAX_BACKENDS)
                 .map(|_| AtomicU64::new(0))
                 .collect();
             loop {
@@ -52,12 +52,19 @@ fn update(
 ) {
     let m = crate::ops::metrics();
     let stats = shared.stats.get().map(Vec::as_slice).unwrap_or(&[]);
-    handles.resize_with(shared.backends.len(), || None);
-    let primary = shared.primary();
-    for (i, b) in shared.backends.iter().enumerate() {
-        let Some(h) = shared.health.backends.get(i) else {
+    let topo = shared.topology();
+    handles.resize_with(topo.backends.len(), || None);
+    let primary = topo.primary();
+    for (i, b) in topo.backends.iter().enumerate() {
+        let Some(h) = topo.health.backends.get(i) else {
             continue;
         };
+        if b.removed {
+            if handles[i].take().is_some() {
+                m.forget_backend(&b.name);
+            }
+            continue;
+        }
         let is_primary = Some(i) == primary;
         if handles[i].as_ref().is_none_or(|(p, _)| *p != is_primary) {
             let role = if is_primary { "primary" } else { "replica" };

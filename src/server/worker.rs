@@ -86,6 +86,8 @@ pub struct Worker {
     pub rx: Receiver<WorkerMsg>,
     pub shared: Arc<Shared>,
     pub config: Arc<Config>,
+    /// Backends and health as of the last reload.
+    pub topo: Arc<super::shared::Topology>,
     pub clients: Slab<Client>,
     pub backends: Slab<Backend>,
     /// Idle connections of this worker by (pool id, backend index).
@@ -199,6 +201,7 @@ pub fn shrink(buf: &mut Vec<u8>) {
 impl Worker {
     pub fn new(id: usize, poll: Poll, rx: Receiver<WorkerMsg>, shared: Arc<Shared>) -> Worker {
         let config = shared.config();
+        let topo = shared.topology();
         let shared_idle_timeout = config.proxy.client_idle_timeout;
         Worker {
             id,
@@ -206,6 +209,7 @@ impl Worker {
             rx,
             shared,
             config,
+            topo,
             clients: Slab::new(),
             backends: Slab::new(),
             idle: HashMap::new(),
@@ -273,6 +277,7 @@ impl Worker {
                 // A reload: new sessions and new checkouts use the new values.
                 self.config_version = version;
                 self.config = self.shared.config();
+                self.topo = self.shared.topology();
                 self.client_idle_checked = !self.config.proxy.client_idle_timeout.is_zero();
             }
             for ev in events.iter() {
@@ -689,7 +694,7 @@ impl Worker {
     fn maintenance(&mut self) {
         let now = Instant::now();
         if let Some(stats) = self.shared.stats.get().and_then(|s| s.get(self.id)) {
-            let n = self.shared.backends.len();
+            let n = self.topo.backends.len().min(super::shared::MAX_BACKENDS);
             let mut idle = vec![0i64; n];
             let mut active = vec![0i64; n];
             for (_, b) in self.backends.iter() {
@@ -747,7 +752,8 @@ impl Worker {
                         !idle_timeout.is_zero() && now.duration_since(b.idle_since) > idle_timeout;
                     let too_old =
                         !max_lifetime.is_zero() && now.duration_since(b.created) > max_lifetime;
-                    if idle_too_long || too_old {
+                    let removed = self.topo.backends.get(b.index).is_none_or(|i| i.removed);
+                    if idle_too_long || too_old || removed {
                         expired.push(bk);
                     }
                 }
