@@ -987,6 +987,7 @@ impl Worker {
         };
         c.backend = None;
         let query = std::mem::take(&mut c.retry);
+        c.head_class = None;
         c.rbuf.splice(0..0, query.iter().copied());
         c.retry = query;
         c.retry.clear();
@@ -1153,6 +1154,7 @@ impl Worker {
                         c.tried |= 1 << index;
                     }
                     let query = std::mem::take(&mut c.retry);
+                    c.head_class = None;
                     c.rbuf.splice(0..0, query.iter().copied());
                     c.retry = query;
                     c.retry.clear();

@@ -99,6 +99,9 @@ pub struct Client {
     /// Extended-protocol messages were forwarded with no Sync after them yet
     /// (e.g. Execute + Flush): the backend is busy for this client.
     pub unsynced: bool,
+    /// The routing verdict of the message at the head of `rbuf`, so that
+    /// forwarding it does not classify it again.
+    pub head_class: Option<crate::sql::Classification>,
     /// The current batch parsed the unnamed statement itself.
     pub batch_parsed_unnamed: bool,
     /// The current batch parsed a DEALLOCATE ALL / DISCARD ALL; its Execute

@@ -411,6 +411,8 @@ impl Worker {
                         continue;
                     }
                     let class = sql::classify(text, &self.config.routing.write_functions);
+                    // The forwarding step needs the same verdict: keep it.
+                    c.head_class = Some(class);
                     self.route_statement(ck, &class)
                 }
                 frontend::PARSE => {
@@ -419,6 +421,7 @@ impl Worker {
                         return;
                     };
                     let class = sql::classify(text, &self.config.routing.write_functions);
+                    c.head_class = Some(class);
                     self.route_statement(ck, &class)
                 }
                 frontend::BIND | frontend::DESCRIBE => {
@@ -661,6 +664,7 @@ impl Worker {
         let mut terminate = false;
         let mut invalid = None;
         let mut newly_pinned = None;
+        let mut head_class = c.head_class.take();
         let mut pos = 0;
         while pos < c.rbuf.len() {
             let hdr = match parse_header(&c.rbuf[pos..], max) {
@@ -678,6 +682,8 @@ impl Worker {
             let t = hdr.tag;
             let frame = &c.rbuf[pos..pos + frame_len];
             let body = &frame[5..];
+            // Only the message routing looked at (the first one) may use it.
+            let cached = head_class.take();
             let Some(session) = c.session.as_mut() else {
                 break;
             };
@@ -700,6 +706,7 @@ impl Worker {
             // Classify what starts a statement: for pins, and to decide
             // whether a new batch may be pipelined onto this connection.
             let class = match t {
+                frontend::QUERY | frontend::PARSE if cached.is_some() => cached,
                 frontend::QUERY => {
                     protocol::query_text(body).map(|q| sql::classify(q, write_functions))
                 }
@@ -1046,6 +1053,7 @@ impl Worker {
             return;
         };
         c.state = ClientState::Ready;
+        c.head_class = None;
         let mut buf = Vec::new();
         write::error_response(&mut buf, "ERROR", code, message);
         match parse_header(&c.rbuf, max) {

@@ -393,6 +393,7 @@ impl Worker {
             retry_armed: false,
             force_primary: false,
             unsynced: false,
+            head_class: None,
             batch_parsed_unnamed: false,
             dealloc_pending: false,
             discard_until_sync: false,
