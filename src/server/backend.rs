@@ -1042,8 +1042,16 @@ impl Worker {
             }
         }
         if self.stopping && !self.client_busy(ck) {
-            self.shutdown_client(ck);
-            return;
+            // Give the client a moment to take in its last result before the
+            // goodbye arrives (some drivers fail a request when a FATAL
+            // follows its ReadyForQuery at once).
+            let generation = self.clients.get(ck).map(|c| c.generation).unwrap_or(0);
+            self.add_timer(
+                std::time::Duration::from_millis(200),
+                TimerKind::DrainClose,
+                ck,
+                generation,
+            );
         }
         self.client_input(ck);
     }

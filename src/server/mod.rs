@@ -80,6 +80,11 @@ pub fn default_workers() -> usize {
 
 /// Runs PgGate until SIGTERM or SIGINT. Returns once the process should exit.
 pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Handlers first: a reload or stop sent as soon as PgGate says it is
+    // ready must not hit the default action (which ends the process).
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| RunError(format!("cannot install signal handlers: {e}")))?;
     let config = Arc::new(config);
     let backends = resolve_backends(&config)?;
     let pgpass = if config.auth.credentials_file.is_empty() {
@@ -180,7 +185,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         .map_err(|e| RunError(format!("cannot start acceptor thread: {e}")))?;
 
     crate::ops::systemd::ready();
-    wait_for_signals(&shared, &source, threads, stop_health)
+    wait_for_signals(signals, &shared, &source, threads, stop_health)
 }
 
 /// Accepts clients and deals them to the workers in turn.
@@ -233,14 +238,13 @@ pub struct ConfigSource {
 /// Handles signals until the proxy should exit: SIGHUP reloads, SIGTERM and
 /// SIGINT drain (a second one exits at once).
 fn wait_for_signals(
+    mut signals: signal_hook::iterator::Signals,
     shared: &Arc<Shared>,
     source: &ConfigSource,
     workers: Vec<thread::JoinHandle<()>>,
     mut stop_health: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), RunError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| RunError(format!("cannot install signal handlers: {e}")))?;
+    use signal_hook::consts::SIGHUP;
     let mut draining_since: Option<std::time::Instant> = None;
     let mut told_now = false;
     loop {

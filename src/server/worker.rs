@@ -69,6 +69,7 @@ pub enum TimerKind {
     Checkout,
     Connect,
     Retry,
+    DrainClose,
     Maintenance,
 }
 
@@ -349,6 +350,15 @@ impl Worker {
                 TimerKind::Checkout => self.checkout_timeout(t.key, t.generation),
                 TimerKind::Connect => self.connect_timeout(t.key, t.generation),
                 TimerKind::Retry => self.retry_checkout(t.key, t.generation),
+                TimerKind::DrainClose => {
+                    let live = self
+                        .clients
+                        .get(t.key)
+                        .is_some_and(|c| c.generation == t.generation);
+                    if live && !self.client_busy(t.key) {
+                        self.shutdown_client(t.key);
+                    }
+                }
                 TimerKind::Maintenance => {
                     self.maintenance();
                     self.add_timer(Duration::from_secs(1), TimerKind::Maintenance, 0, 0);

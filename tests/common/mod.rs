@@ -9,9 +9,12 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod faults;
 pub mod gate;
+pub mod ops;
 pub mod pgbin;
 pub mod raw;
+pub mod stress;
 pub mod tls;
 pub mod tools;
 
