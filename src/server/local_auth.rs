@@ -236,7 +236,7 @@ impl Worker {
     }
 
     /// Opens a connection for the pool itself (no client waits for it).
-    fn open_pool_connection(&mut self, index: usize, pools: &Arc<UserPools>) {
+    pub fn open_pool_connection(&mut self, index: usize, pools: &Arc<UserPools>) {
         let mut startup = Vec::new();
         write::startup_message(
             &mut startup,

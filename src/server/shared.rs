@@ -312,6 +312,11 @@ impl Shared {
             .clone()
     }
 
+    /// Every pool created so far.
+    pub fn all_pools(&self) -> Vec<Arc<UserPools>> {
+        self.pools.lock().values().cloned().collect()
+    }
+
     /// Registers a fresh cancel key for a client; returns (pid, secret).
     pub fn register_cancel_key(&self, worker: usize, client: Token, generation: u64) -> (i32, i32) {
         let mut map = self.cancel.lock();

@@ -666,6 +666,49 @@ impl Worker {
         }
     }
 
+    /// `pool.min_idle`: tops every known pool up to that many idle connections
+    /// (within `pool.size`), one new connection per pool and backend per tick.
+    fn keep_min_idle(&mut self) {
+        let min = self.config.pool.min_idle;
+        let cap = self.config.pool.size;
+        let topo = self.topo.clone();
+        for pools in self.shared.all_pools() {
+            if self.config.auth.mode == crate::config::AuthMode::Query
+                && pools.credential.read().is_none()
+            {
+                continue;
+            }
+            for (i, b) in topo.backends.iter().enumerate() {
+                if b.removed || !topo.health.backends.get(i).is_some_and(|h| h.is_up()) {
+                    continue;
+                }
+                let pool = &pools.per_backend[i];
+                let idle: usize = pool
+                    .idle_on
+                    .iter()
+                    .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum();
+                let opening = self
+                    .backends
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.index == i
+                            && Arc::ptr_eq(&c.pools, &pools)
+                            && matches!(
+                                c.state,
+                                super::conn::BackendState::Connecting
+                                    | super::conn::BackendState::TlsNegotiating
+                                    | super::conn::BackendState::Authenticating
+                            )
+                    })
+                    .count();
+                if idle + opening < min && pool.try_reserve(cap) {
+                    self.open_pool_connection(i, &pools);
+                }
+            }
+        }
+    }
+
     /// Shutting down: clients with nothing running are told and closed; with
     /// `now`, all of them.
     fn drain(&mut self, now: bool) {
@@ -731,6 +774,9 @@ impl Worker {
             stats
                 .waiting
                 .store(waiting as i64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.id == 0 && self.config.pool.min_idle > 0 && !self.stopping {
+            self.keep_min_idle();
         }
         let client_idle = self.config.proxy.client_idle_timeout;
         if !client_idle.is_zero() {
