@@ -1063,3 +1063,41 @@ fn systemd_notify_ready_reloading_stopping() {
         None => panic!("pggate did not exit within 5 s of SIGTERM with no clients"),
     }
 }
+
+#[test]
+fn pool_min_idle_keeps_idle_connections_open() {
+    let cluster = Cluster::shared();
+    let db = "ops_min_idle";
+    cluster.create_database(db, "postgres");
+    let gate = PgGate::start(cluster, "[pool]\nmin_idle = 2\nsize = 4\n");
+    // The pool exists once a session used it.
+    let mut client = gate.connect("postgres", db);
+    client.simple_query("SELECT 1").expect("a read");
+    drop(client);
+    let count = |port: u16| -> i64 {
+        let mut monitor = cluster.connect_direct(port, "postgres", "postgres");
+        let rows = monitor
+            .query(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&db],
+            )
+            .expect("count connections");
+        rows[0].get(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let counts: Vec<i64> = cluster.all_ports().iter().map(|&p| count(p)).collect();
+        if counts.iter().all(|&n| n >= 2) {
+            assert!(
+                counts.iter().all(|&n| n <= 4),
+                "min_idle opened more than pool.size: {counts:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "with min_idle = 2 every server should hold 2 idle connections of the pool: {counts:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
