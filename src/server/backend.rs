@@ -98,6 +98,7 @@ impl Worker {
             idle_since: now,
             eof: false,
             read_paused: false,
+            hup: false,
         });
         let timeout = self.config.pool.connect_timeout;
         self.add_timer(timeout, TimerKind::Connect, key, generation);

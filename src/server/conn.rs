@@ -113,6 +113,8 @@ pub struct Client {
     pub read_paused: bool,
     /// Last time the client sent something (kept only with client_idle_timeout).
     pub last_active: Instant,
+    /// The peer hung up (its end of stream may sit behind the last data).
+    pub hup: bool,
 }
 
 /// Where PgGate's own authentication of a client stands.
@@ -210,4 +212,6 @@ pub struct Backend {
     pub idle_since: Instant,
     pub eof: bool,
     pub read_paused: bool,
+    /// The peer hung up (its end of stream may sit behind the last data).
+    pub hup: bool,
 }

@@ -130,9 +130,10 @@ pub enum ReadOutcome {
 /// Reads what the socket has into `buf`. A short read means the socket is
 /// drained (edge-triggered: the next arrival raises a new event), so no extra
 /// read is spent just to see WouldBlock.
-pub fn read_into(sock: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> ReadOutcome {
-    // TLS may hold decrypted bytes the socket no longer signals: read it dry.
-    let short_read_drains = !sock.is_tls();
+pub fn read_into(sock: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8], hup: bool) -> ReadOutcome {
+    // TLS may hold decrypted bytes the socket no longer signals, and a peer
+    // that hung up sends no further event for its end of stream: read those dry.
+    let short_read_drains = !sock.is_tls() && !hup;
     loop {
         match sock.read(scratch) {
             Ok(0) => return ReadOutcome::Closed,
@@ -300,7 +301,11 @@ impl Worker {
         }
         let n = t.0 - 1;
         let key = n / 2;
+        let hup = ev.is_read_closed() || ev.is_error();
         if n % 2 == 0 {
+            if let Some(c) = self.clients.get_mut(key) {
+                c.hup |= hup;
+            }
             if self.clients.contains(key) {
                 self.client_event(
                     key,
@@ -309,6 +314,9 @@ impl Worker {
                 );
             }
         } else if self.backends.contains(key) {
+            if let Some(b) = self.backends.get_mut(key) {
+                b.hup |= hup;
+            }
             self.backend_event(
                 key,
                 ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -408,6 +416,7 @@ impl Worker {
             dealloc_pending: false,
             discard_until_sync: false,
             last_active: Instant::now(),
+            hup: false,
             eof: false,
             read_paused: false,
         });
@@ -495,7 +504,7 @@ impl Worker {
             if c.read_paused || c.eof {
                 break;
             }
-            let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch);
+            let outcome = read_into(&mut c.sock, &mut c.rbuf, &mut self.scratch, c.hup);
             if outcome == ReadOutcome::Closed {
                 c.eof = true;
             }
@@ -534,7 +543,7 @@ impl Worker {
             if b.read_paused || b.eof {
                 break;
             }
-            let outcome = read_into(&mut b.sock, &mut b.rbuf, &mut self.scratch);
+            let outcome = read_into(&mut b.sock, &mut b.rbuf, &mut self.scratch, b.hup);
             if outcome == ReadOutcome::Closed {
                 b.eof = true;
             }
