@@ -143,7 +143,6 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
                 config.metrics.listen
             ))
         })?;
-        log::info!("metrics on http://{}/metrics", server.addr());
         Some(server)
     };
     if config.auth.mode == crate::config::AuthMode::Query {
