@@ -1,0 +1,1 @@
+SELECT count(*) FROM orders o JOIN customers c ON c.id = o.customer_id WHERE c.region = 'EU'

@@ -1,0 +1,1 @@
+WITH moved AS (DELETE FROM queue RETURNING *) SELECT * FROM moved

@@ -1,0 +1,1 @@
+WITH r AS (SELECT 1) SELECT * FROM r

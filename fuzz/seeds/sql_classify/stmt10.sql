@@ -1,0 +1,1 @@
+SELECT audit_touch(1)

@@ -1,0 +1,1 @@
+select App.Bump(2)

@@ -1,0 +1,1 @@
+SELECT "Weird ""Name""" FROM "Table"

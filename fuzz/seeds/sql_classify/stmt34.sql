@@ -1,0 +1,2 @@
+SELECT 1 -- trailing comment
+; /* block /* nested */ comment */ SELECT 2

@@ -1,0 +1,1 @@
+  /* leading */ select b'0101', x'ff', 1.5e-3, $1::int[]

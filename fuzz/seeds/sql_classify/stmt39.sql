@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE s LIKE 'a%' AND s <> 'b' AND x @> '{1}'
