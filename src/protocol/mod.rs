@@ -50,6 +50,10 @@ pub mod backend {
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const NO_DATA: u8 = b'n';
     pub const DATA_ROW: u8 = b'D';
 }
 

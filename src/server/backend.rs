@@ -244,6 +244,9 @@ impl Worker {
             };
             let frame: Vec<u8> = b.rbuf.drain(..len).collect();
             let body = &frame[5..];
+            if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
+                s.relay_started = true;
+            }
             match t {
                 tag::AUTHENTICATION => {
                     let (code, payload) = protocol::parse_auth_request(body)
@@ -653,11 +656,41 @@ impl Worker {
         match b.login {
             Login::Relay { client } => {
                 self.close_backend(bk, "connect failed");
-                self.fatal(
-                    client,
-                    "08001",
-                    &format!("could not connect to backend \"{name}\": {reason}"),
-                );
+                let retries = self.config.pool.connect_retries;
+                let retry = self.clients.get_mut(client).and_then(|c| {
+                    let started = c.session.as_ref().is_none_or(|s| s.relay_started);
+                    if started || c.connect_attempts >= retries {
+                        return None;
+                    }
+                    c.connect_attempts += 1;
+                    c.state = ClientState::RelayRetry;
+                    Some((c.connect_attempts - 1, c.generation))
+                });
+                match retry {
+                    Some((attempt, generation)) => {
+                        let backoff = self
+                            .config
+                            .pool
+                            .retry_backoff
+                            .saturating_mul(1u32 << attempt.min(16));
+                        log::warn!(
+                            "login connection to backend \"{name}\" failed ({reason}); retrying in {backoff:?}"
+                        );
+                        if backoff.is_zero() {
+                            self.relay_retry(client, generation);
+                        } else {
+                            self.add_timer(backoff, TimerKind::RelayRetry, client, generation);
+                        }
+                    }
+                    None => {
+                        log::warn!("login connection to backend \"{name}\" failed: {reason}");
+                        self.fatal(
+                            client,
+                            "08001",
+                            &format!("could not connect to backend \"{name}\": {reason}"),
+                        );
+                    }
+                }
             }
             Login::Own { .. } => self.own_login_failed(bk, reason, false),
         }
@@ -730,6 +763,12 @@ impl Worker {
         }
         if matches!(b.replies.front(), Some(Reply::CaptureLsn)) {
             return self.capture_lsn(ck, bk);
+        }
+        if c.retry_armed && c.retry_collecting {
+            // Replies before the batch's Sync (the client flushed): they go to
+            // the client now, so the batch can no longer be sent again.
+            c.retry_armed = false;
+            c.retry_collecting = false;
         }
         if c.retry_armed || b.swallow_to_ready {
             let on_primary = Some(b.index) == self.topo.primary();
@@ -1145,6 +1184,10 @@ impl Worker {
                     .iter()
                     .filter(|r| matches!(r, Reply::Ready(_) | Reply::LocalReady { .. }))
                     .count();
+                let mut lost_replies = self
+                    .backends
+                    .get_mut(bk)
+                    .map(|b| std::mem::take(&mut b.replies));
                 self.close_backend(bk, why);
                 let Some((ck, generation)) = client else {
                     return;
@@ -1156,9 +1199,26 @@ impl Worker {
                     return;
                 }
                 let pinned = c.session.as_ref().is_some_and(|s| s.pinned.is_some());
-                if c.retry_armed && tx == b'I' && !pinned && pending_ready == 1 {
+                if c.retry_armed
+                    && !c.retry_collecting
+                    && tx == b'I'
+                    && !pinned
+                    && pending_ready == 1
+                {
                     // Nothing of the read reached the client: send it again elsewhere.
                     c.retry_armed = false;
+                    c.unsynced = false;
+                    c.batch_parsed_unnamed = false;
+                    c.dealloc_pending = false;
+                    c.discard_until_sync = false;
+                    // Its bookkeeping is undone as if the server had skipped it.
+                    if let Some(mut lost) = lost_replies.take() {
+                        for r in lost.iter_mut() {
+                            if let Some(u) = r.take_undo() {
+                                undo_client_side(c, *u);
+                            }
+                        }
+                    }
                     if index < 64 {
                         c.tried |= 1 << index;
                     }
@@ -1241,6 +1301,17 @@ impl Worker {
 
 /// Puts PgGate's books right for a message whose reply will never come.
 fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
+    if let Some(id) = undo.unprepared {
+        b.prepared.remove(&id);
+    }
+    if undo.uncertain {
+        b.dirty = true;
+    }
+    undo_client_side(c, undo);
+}
+
+/// The client's share of an undo (its statement names).
+fn undo_client_side(c: &mut Client, undo: Undo) {
     if let Some(session) = c.session.as_mut() {
         if let Some((name, stmt)) = undo.unregister {
             if session
@@ -1254,12 +1325,6 @@ fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
         if let Some((name, stmt)) = undo.reregister {
             session.statements.entry(name).or_insert(stmt);
         }
-    }
-    if let Some(id) = undo.unprepared {
-        b.prepared.remove(&id);
-    }
-    if undo.uncertain {
-        b.dirty = true;
     }
 }
 
@@ -1316,13 +1381,23 @@ fn hold_for_retry(
         let Some((t, len)) = whole_frame(&b.rbuf[p..])? else {
             return Ok(Held::Waiting);
         };
+        let one_batch = b
+            .replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Ready(_) | Reply::LocalReady { .. }))
+            .count()
+            == 1;
         match t {
-            tag::ROW_DESCRIPTION | tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => p += len,
+            tag::ROW_DESCRIPTION
+            | tag::NOTICE_RESPONSE
+            | tag::PARAMETER_STATUS
+            | tag::PARSE_COMPLETE
+            | tag::BIND_COMPLETE
+            | tag::PARAMETER_DESCRIPTION
+            | tag::NO_DATA => p += len,
             tag::ERROR_RESPONSE => {
                 let fields = protocol::parse_error_fields(&b.rbuf[p + 5..p + len]);
-                if (fields.severity == "FATAL" || fields.code.starts_with("57P"))
-                    && b.replies.len() == 1
-                {
+                if (fields.severity == "FATAL" || fields.code.starts_with("57P")) && one_batch {
                     // The server is going away (shutdown, crash, terminated):
                     // keep the read for another backend once the socket closes.
                     b.rbuf.drain(..p + len);

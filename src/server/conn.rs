@@ -29,6 +29,9 @@ pub enum ClientState {
     LocalAuth,
     /// Authenticated; waiting for the server's ParameterStatus values to show.
     AwaitingParams,
+    /// The relayed login's connection to the primary failed before anything
+    /// reached the client: waiting out the backoff before trying again.
+    RelayRetry,
     /// Logged in; linked to a backend when `Client::backend` is set.
     Ready,
     /// Waiting for a backend connection for the message at the head of `rbuf`.
@@ -52,6 +55,10 @@ pub struct Session {
     pub pinned: Option<PinReason>,
     /// Session pool mode: the primary connection is kept for the whole session.
     pub hold_primary: bool,
+    /// The startup packet the relayed login sends (kept to retry the connect).
+    pub relay_startup: Vec<u8>,
+    /// The relayed login has passed something to the client: no retry any more.
+    pub relay_started: bool,
     /// Read your writes: something other than a read ran on the primary
     /// since the session last noted the primary's WAL position.
     pub wrote: bool,
@@ -86,6 +93,8 @@ pub struct Client {
     /// (25006, SPEC §4.1).
     pub retry: Vec<u8>,
     pub retry_armed: bool,
+    /// The extended batch being kept has not reached its Sync yet.
+    pub retry_collecting: bool,
     /// Route the next statement to the primary (a read-only retry).
     pub force_primary: bool,
     /// Backends (a bit per index) whose connect failed for the waiting batch.

@@ -150,8 +150,11 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
             .map_err(|e| RunError(format!("cannot start the auth_query thread: {e}")))?;
         let _ = shared.lookup.set(tx);
     }
-    let checker =
-        crate::health::Checker::new(config.clone(), shared.pgpass(), shared.topology().health.clone());
+    let checker = crate::health::Checker::new(
+        config.clone(),
+        shared.pgpass(),
+        shared.topology().health.clone(),
+    );
     let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
     checker
         .spawn(config.health.interval, stop_health.clone())
@@ -402,9 +405,13 @@ fn next_topology(
                 }
                 let addr = (b.host.as_str(), b.port)
                     .to_socket_addrs()
-                    .map_err(|e| format!("backends: \"{}\": cannot resolve {}: {e}", b.name, b.host))?
+                    .map_err(|e| {
+                        format!("backends: \"{}\": cannot resolve {}: {e}", b.name, b.host)
+                    })?
                     .next()
-                    .ok_or_else(|| format!("backends: \"{}\": {} has no address", b.name, b.host))?;
+                    .ok_or_else(|| {
+                        format!("backends: \"{}\": {} has no address", b.name, b.host)
+                    })?;
                 slots.push(BackendInfo {
                     name: b.name.clone(),
                     host: b.host.clone(),

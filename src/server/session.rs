@@ -30,7 +30,7 @@ impl Worker {
             ClientState::Startup => self.client_startup(ck),
             ClientState::Authenticating { relay } => self.client_auth_input(ck, relay),
             ClientState::LocalAuth => self.local_auth_input(ck),
-            ClientState::AwaitingParams => {}
+            ClientState::AwaitingParams | ClientState::RelayRetry => {}
             ClientState::Ready => self.client_ready_input(ck),
             ClientState::WaitingForBackend { .. } => {
                 if let Some(c) = self.clients.get_mut(ck) {
@@ -278,6 +278,8 @@ impl Worker {
             pools: pools.clone(),
             pinned: None,
             hold_primary,
+            relay_startup: Vec::new(),
+            relay_started: false,
             wrote: false,
             min_lsn: 0,
             statements: Default::default(),
@@ -293,6 +295,9 @@ impl Worker {
             &mut startup,
             relay_params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
+            s.relay_startup = startup.clone();
+        }
         match self.open_backend(primary, pools, Login::Relay { client: ck }, startup, None) {
             Ok(bk) => {
                 if let Some(c) = self.clients.get_mut(ck) {
@@ -300,6 +305,40 @@ impl Worker {
                 }
                 // The client may already have sent more (a password cannot come
                 // before it is asked for, but be robust).
+                self.client_input(ck);
+            }
+            Err(e) => {
+                let name = self.topo.backends[primary].name.clone();
+                self.fatal(
+                    ck,
+                    "08001",
+                    &format!("could not connect to backend \"{name}\": {e}"),
+                );
+            }
+        }
+    }
+
+    /// The backoff after a failed relayed-login connect ended: connect again.
+    pub fn relay_retry(&mut self, ck: usize, generation: u64) {
+        let Some(c) = self.clients.get(ck) else {
+            return;
+        };
+        if c.generation != generation || c.state != ClientState::RelayRetry {
+            return;
+        }
+        let Some((startup, pools)) = c
+            .session
+            .as_ref()
+            .map(|s| (s.relay_startup.clone(), s.pools.clone()))
+        else {
+            return;
+        };
+        let primary = self.primary_index();
+        match self.open_backend(primary, pools, Login::Relay { client: ck }, startup, None) {
+            Ok(bk) => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.state = ClientState::Authenticating { relay: bk };
+                }
                 self.client_input(ck);
             }
             Err(e) => {
@@ -748,6 +787,42 @@ impl Worker {
             if on_primary && class.is_some_and(|k| k.kind != sql::Kind::Read || k.pin.is_some()) {
                 session.wrote = true;
             }
+            // An extended-protocol batch of reads outside a transaction is kept
+            // (as the client sent it) until its first result reaches the
+            // client, to be sent again elsewhere if its backend dies.
+            if matches!(
+                t,
+                frontend::PARSE
+                    | frontend::BIND
+                    | frontend::DESCRIBE
+                    | frontend::EXECUTE
+                    | frontend::CLOSE
+                    | frontend::FLUSH
+                    | frontend::SYNC
+            ) {
+                let read = class.is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
+                if !c.unsynced
+                    && t != frontend::SYNC
+                    && b.replies.is_empty()
+                    && b.tx_status == b'I'
+                    && session.pinned.is_none()
+                {
+                    c.retry_armed = read && matches!(t, frontend::PARSE | frontend::BIND);
+                    c.retry_collecting = c.retry_armed;
+                    c.retry.clear();
+                }
+                if c.retry_collecting {
+                    if matches!(t, frontend::PARSE | frontend::BIND) && !read {
+                        c.retry_armed = false;
+                        c.retry_collecting = false;
+                    } else {
+                        c.retry.extend_from_slice(frame);
+                        if t == frontend::SYNC {
+                            c.retry_collecting = false;
+                        }
+                    }
+                }
+            }
             match t {
                 frontend::COPY_DATA => out.extend_from_slice(frame),
                 frontend::COPY_DONE | frontend::COPY_FAIL => {
@@ -783,6 +858,7 @@ impl Worker {
                                 && class
                                     .is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
                             c.retry_armed = retryable;
+                            c.retry_collecting = false;
                             if retryable {
                                 c.retry.clear();
                                 c.retry.extend_from_slice(frame);
@@ -1085,6 +1161,7 @@ impl Worker {
                 | ClientState::Authenticating { .. }
                 | ClientState::LocalAuth
                 | ClientState::AwaitingParams
+                | ClientState::RelayRetry
         ) {
             self.login_timeout_expired(ck);
         }

@@ -303,7 +303,9 @@ impl Shared {
                     id: next_id,
                     database: database.to_string(),
                     user: user.to_string(),
-                    per_backend: (0..MAX_BACKENDS).map(|_| PoolShared::new(workers)).collect(),
+                    per_backend: (0..MAX_BACKENDS)
+                        .map(|_| PoolShared::new(workers))
+                        .collect(),
                     no_replica_password: AtomicBool::new(false),
                     credential: RwLock::new(None),
                     server_params: RwLock::new(None),

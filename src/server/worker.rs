@@ -69,6 +69,7 @@ pub enum TimerKind {
     Checkout,
     Connect,
     Retry,
+    RelayRetry,
     DrainClose,
     Maintenance,
 }
@@ -130,7 +131,12 @@ pub enum ReadOutcome {
 /// Reads what the socket has into `buf`. A short read means the socket is
 /// drained (edge-triggered: the next arrival raises a new event), so no extra
 /// read is spent just to see WouldBlock.
-pub fn read_into(sock: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8], hup: bool) -> ReadOutcome {
+pub fn read_into(
+    sock: &mut Stream,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    hup: bool,
+) -> ReadOutcome {
     // TLS may hold decrypted bytes the socket no longer signals, and a peer
     // that hung up sends no further event for its end of stream: read those dry.
     let short_read_drains = !sock.is_tls() && !hup;
@@ -358,6 +364,7 @@ impl Worker {
                 TimerKind::Checkout => self.checkout_timeout(t.key, t.generation),
                 TimerKind::Connect => self.connect_timeout(t.key, t.generation),
                 TimerKind::Retry => self.retry_checkout(t.key, t.generation),
+                TimerKind::RelayRetry => self.relay_retry(t.key, t.generation),
                 TimerKind::DrainClose => {
                     let live = self
                         .clients
@@ -409,6 +416,7 @@ impl Worker {
             connect_attempts: 0,
             retry: Vec::new(),
             retry_armed: false,
+            retry_collecting: false,
             force_primary: false,
             unsynced: false,
             head_class: None,
