@@ -1378,6 +1378,28 @@ fn hold_for_retry(
         }
     }
     loop {
+        // A result (a row, completion, COPY, ...) decides at its header: it
+        // is never buffered whole, however large.
+        match b.rbuf.get(p) {
+            None => return Ok(Held::Waiting),
+            Some(&t)
+                if !matches!(
+                    t,
+                    tag::ROW_DESCRIPTION
+                        | tag::NOTICE_RESPONSE
+                        | tag::PARAMETER_STATUS
+                        | tag::PARSE_COMPLETE
+                        | tag::BIND_COMPLETE
+                        | tag::PARAMETER_DESCRIPTION
+                        | tag::NO_DATA
+                        | tag::ERROR_RESPONSE
+                ) =>
+            {
+                c.retry_armed = false;
+                return Ok(Held::Forward);
+            }
+            Some(_) => {}
+        }
         let Some((t, len)) = whole_frame(&b.rbuf[p..])? else {
             return Ok(Held::Waiting);
         };
