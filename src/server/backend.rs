@@ -1026,11 +1026,7 @@ impl Worker {
             return;
         };
         c.backend = None;
-        let query = std::mem::take(&mut c.retry);
-        c.head_class = None;
-        c.rbuf.splice(0..0, query.iter().copied());
-        c.retry = query;
-        c.retry.clear();
+        requeue_retry(c);
         c.force_primary = true;
         log::debug!("read refused by a replica as a write (25006); sent to the primary");
         self.release(bk);
@@ -1222,11 +1218,7 @@ impl Worker {
                     if index < 64 {
                         c.tried |= 1 << index;
                     }
-                    let query = std::mem::take(&mut c.retry);
-                    c.head_class = None;
-                    c.rbuf.splice(0..0, query.iter().copied());
-                    c.retry = query;
-                    c.retry.clear();
+                    requeue_retry(c);
                     log::info!("backend \"{name}\" lost during a read; sending it again elsewhere");
                     self.client_input(ck);
                     return;
@@ -1451,4 +1443,14 @@ fn data_row_text(body: &[u8]) -> Option<&str> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
     let len = usize::try_from(len).ok()?;
     std::str::from_utf8(body.get(6..6 + len)?).ok()
+}
+
+/// Puts the kept copy of a read back at the head of the client's input, to
+/// be routed again (its buffer is kept for the next one).
+fn requeue_retry(c: &mut Client) {
+    let query = std::mem::take(&mut c.retry);
+    c.head_class = None;
+    c.rbuf.splice(0..0, query.iter().copied());
+    c.retry = query;
+    c.retry.clear();
 }
