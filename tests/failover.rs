@@ -333,6 +333,9 @@ fn with_the_primary_stopped_reads_go_on_and_writes_fail_clearly_then_recover() {
     // Logins are relayed to the primary, so the session opens first.
     let mut session = gate.connect("postgres", &db);
     rows(&mut session, "INSERT INTO t VALUES (0)").expect("a write before the fault");
+    // The test cluster commits asynchronously (synchronous_commit = off): make
+    // the acknowledged row durable before the crash, or the server may lose it.
+    on_primary(cluster, &db, "CHECKPOINT");
 
     faults.stop("primary");
     let mut problems = Vec::new();
