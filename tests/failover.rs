@@ -14,6 +14,10 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::{
+    try_read_port as read_port, try_rows as rows, try_value as value, Rows, FAST_HEALTH as HEALTH,
+};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,49 +28,7 @@ use std::time::{Duration, Instant};
 use common::faults::{Faults, Pair, PAIR_PRIMARY, PAIR_REPLICA};
 use common::{describe_error, free_port, random_hex, tail, Cluster, PgGate};
 
-/// Fast probes: a dead backend is down after 2 × 200 ms.
-const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nfailures = 2\n";
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
-
-type Rows = Vec<Vec<Option<String>>>;
-
-/// Rows of a simple-protocol query, or the error described.
-fn rows(client: &mut postgres::Client, sql: &str) -> Result<Rows, String> {
-    client
-        .simple_query(sql)
-        .map(|messages| {
-            messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(row) => Some(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_string))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect()
-        })
-        .map_err(|e| describe_error(&e))
-}
-
-/// First column of the single row of `sql`.
-fn value(client: &mut postgres::Client, sql: &str) -> Result<String, String> {
-    let rows = rows(client, sql)?;
-    match rows.as_slice() {
-        [row] => row[0]
-            .clone()
-            .ok_or_else(|| format!("{sql:?} returned NULL")),
-        _ => Err(format!("{sql:?} returned {} rows: {rows:?}", rows.len())),
-    }
-}
-
-/// The port of the server that ran a read on `client`.
-fn read_port(client: &mut postgres::Client) -> Result<u16, String> {
-    let port = value(client, "SELECT inet_server_port()")?;
-    port.parse()
-        .map_err(|e| format!("inet_server_port() = {port:?}: {e}"))
-}
 
 /// A client through `gate` as `postgres` in `db`, or the error described.
 fn try_connect(gate: &PgGate, db: &str) -> Result<postgres::Client, String> {

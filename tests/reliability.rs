@@ -31,6 +31,10 @@
 
 mod common;
 
+use common::{
+    try_read_port as read_port, try_rows as rows, try_value as value, Rows, FAST_HEALTH as HEALTH,
+};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Barrier};
@@ -41,49 +45,6 @@ use common::faults::{self, Faults};
 use common::raw::{self, Message, RawConn};
 use common::stress::{self, Frozen, XorShift};
 use common::{describe_error, random_hex, tail, Cluster, GateFiles, PgGate};
-
-/// Fast probes: a dead backend is down after 2 × 200 ms.
-const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nfailures = 2\n";
-
-type Rows = Vec<Vec<Option<String>>>;
-
-/// Rows of a simple-protocol query, or the error described.
-fn rows(client: &mut postgres::Client, sql: &str) -> Result<Rows, String> {
-    client
-        .simple_query(sql)
-        .map(|messages| {
-            messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(row) => Some(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_string))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect()
-        })
-        .map_err(|e| describe_error(&e))
-}
-
-/// First column of the single row of `sql`.
-fn value(client: &mut postgres::Client, sql: &str) -> Result<String, String> {
-    let rows = rows(client, sql)?;
-    match rows.as_slice() {
-        [row] => row[0]
-            .clone()
-            .ok_or_else(|| format!("{sql:?} returned NULL")),
-        _ => Err(format!("{sql:?} returned {} rows: {rows:?}", rows.len())),
-    }
-}
-
-/// The port of the server that ran a read on `client`.
-fn read_port(client: &mut postgres::Client) -> Result<u16, String> {
-    let port = value(client, "SELECT inet_server_port()")?;
-    port.parse()
-        .map_err(|e| format!("inet_server_port() = {port:?}: {e}"))
-}
 
 /// `(SQLSTATE, message)` of a server-style error, if the error is one.
 fn db_error(e: &postgres::Error) -> Option<(String, String)> {

@@ -139,3 +139,47 @@ pub fn tail(text: &str, lines: usize) -> String {
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")
 }
+
+/// Fast probes: a dead backend is down after 2 × 200 ms.
+pub const FAST_HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nfailures = 2\n";
+
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// Rows of a simple-protocol query, or the error described (for tests that
+/// expect failures).
+pub fn try_rows(client: &mut postgres::Client, sql: &str) -> Result<Rows, String> {
+    client
+        .simple_query(sql)
+        .map(|messages| {
+            messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        })
+        .map_err(|e| describe_error(&e))
+}
+
+/// First column of the single row of `sql`.
+pub fn try_value(client: &mut postgres::Client, sql: &str) -> Result<String, String> {
+    let rows = try_rows(client, sql)?;
+    match rows.as_slice() {
+        [row] => row[0]
+            .clone()
+            .ok_or_else(|| format!("{sql:?} returned NULL")),
+        _ => Err(format!("{sql:?} returned {} rows: {rows:?}", rows.len())),
+    }
+}
+
+/// The port of the server that ran a read on `client`.
+pub fn try_read_port(client: &mut postgres::Client) -> Result<u16, String> {
+    let port = try_value(client, "SELECT inet_server_port()")?;
+    port.parse()
+        .map_err(|e| format!("inet_server_port() = {port:?}: {e}"))
+}
