@@ -98,6 +98,7 @@ impl Worker {
             worker: self.id,
             client: client_token(ck),
             generation,
+            since: Instant::now(),
         });
         // Another worker may be sitting on idle connections of this pool.
         for (w, n) in pool.idle_on.iter().enumerate() {
@@ -251,7 +252,7 @@ impl Worker {
     /// Hands an idle connection to the first live waiter of its pool; true if taken.
     fn give_to_waiter(&mut self, bk: usize, pools: &Arc<UserPools>, index: usize) -> bool {
         let pool = &pools.per_backend[index];
-        while let Some(w) = pool.pop_waiter() {
+        while let Some(w) = pool.pop_waiter_for(self.id) {
             if w.worker == self.id {
                 let ck = (w.client.0 - 1) / 2;
                 if self.client_waits_for(ck, w.generation, index) {

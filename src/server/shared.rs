@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use mio::{Token, Waker};
@@ -106,7 +107,14 @@ pub struct Waiter {
     pub worker: usize,
     pub client: Token,
     pub generation: u64,
+    pub since: Instant,
 }
+
+/// How much longer than the oldest waiter on its own worker a waiter on
+/// another worker must have waited before a released connection moves to it.
+/// Connections stay on the worker that uses them (moving one costs two
+/// epoll_ctl calls and a wake-up), yet no worker's clients starve.
+pub const WAITER_PATIENCE: Duration = Duration::from_millis(1);
 
 /// The global side of one pool (backend, database, user): the cap is counted
 /// here; idle connections live in the worker that owns them.
@@ -150,12 +158,20 @@ impl PoolShared {
         self.n_waiters.store(q.len(), Ordering::Release);
     }
 
-    pub fn pop_waiter(&self) -> Option<Waiter> {
+    /// The waiter a connection released on `worker` goes to: the oldest one
+    /// on that worker, unless a waiter elsewhere has waited longer by more
+    /// than [`WAITER_PATIENCE`] (or there is none on that worker).
+    pub fn pop_waiter_for(&self, worker: usize) -> Option<Waiter> {
         if self.n_waiters.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut q = self.waiters.lock();
-        let w = q.pop_front();
+        let oldest = q.front()?.since;
+        let pos = match q.iter().position(|w| w.worker == worker) {
+            Some(i) if q[i].since.saturating_duration_since(oldest) <= WAITER_PATIENCE => i,
+            _ => 0,
+        };
+        let w = q.remove(pos);
         self.n_waiters.store(q.len(), Ordering::Release);
         w
     }
@@ -404,4 +420,44 @@ pub fn random_u32() -> u32 {
         return t.rotate_left(13) ^ 0x9e37_79b9;
     }
     u32::from_ne_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(worker: usize, client: usize, since: Instant) -> Waiter {
+        Waiter {
+            worker,
+            client: Token(client),
+            generation: 1,
+            since,
+        }
+    }
+
+    #[test]
+    fn a_released_connection_stays_with_a_waiter_on_its_own_worker() {
+        let pool = PoolShared::new(2);
+        let t0 = Instant::now();
+        pool.push_waiter(waiter(1, 10, t0));
+        pool.push_waiter(waiter(0, 20, t0 + Duration::from_micros(300)));
+        pool.push_waiter(waiter(1, 30, t0 + Duration::from_micros(400)));
+        // Worker 0 keeps it for its own client, though worker 1's came first.
+        assert_eq!(pool.pop_waiter_for(0).map(|w| w.client), Some(Token(20)));
+        // No waiter left on worker 0: the oldest anywhere gets it.
+        assert_eq!(pool.pop_waiter_for(0).map(|w| w.client), Some(Token(10)));
+        assert_eq!(pool.pop_waiter_for(1).map(|w| w.client), Some(Token(30)));
+        assert!(pool.pop_waiter_for(0).is_none());
+        assert_eq!(pool.n_waiters.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_waiter_elsewhere_that_waited_much_longer_goes_first() {
+        let pool = PoolShared::new(2);
+        let t0 = Instant::now();
+        pool.push_waiter(waiter(1, 10, t0));
+        pool.push_waiter(waiter(0, 20, t0 + WAITER_PATIENCE * 3));
+        assert_eq!(pool.pop_waiter_for(0).map(|w| w.client), Some(Token(10)));
+        assert_eq!(pool.pop_waiter_for(0).map(|w| w.client), Some(Token(20)));
+    }
 }
