@@ -639,3 +639,109 @@ fn pggate_check_validates_tls_files() {
         );
     }
 }
+
+/// `sessions` of `db` in the primary's pg_stat_database once it has stopped
+/// changing (a backend reports its session when it exits or goes idle).
+fn settled_sessions(monitor: &mut postgres::Client, db: &str) -> i64 {
+    let sql = format!(
+        "SELECT sessions FROM pg_stat_database WHERE datname = '{db}'; SELECT pg_stat_clear_snapshot()"
+    );
+    let read = |m: &mut postgres::Client| -> i64 {
+        simple_rows(m, &sql)[0][0]
+            .clone()
+            .expect("sessions is not NULL")
+            .parse()
+            .expect("sessions is a number")
+    };
+    let mut last = read(monitor);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        thread::sleep(Duration::from_millis(600));
+        let now = read(monitor);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn passthrough_logins_the_primary_trusts_skip_the_relay_password_logins_never_do() {
+    let cluster = Cluster::shared();
+    let trusted_db = format!("tls_auth_trust_{}", random_hex(8));
+    let password_db = format!("tls_auth_pw_{}", random_hex(8));
+    cluster.create_database(&trusted_db, "postgres");
+    cluster.create_database(&password_db, common::CLEAR_USER.0);
+    let gate = PgGate::start(
+        cluster,
+        "[proxy]\nworkers = 2\n[pool]\nsize = 2\n[health]\ninterval = \"30s\"",
+    );
+    let mut monitor = cluster.connect_direct(cluster.primary_port, "postgres", "postgres");
+
+    // postgres is `trust` in pg_hba.conf: after the first relayed login,
+    // PgGate lets it in itself, so 40 logins cost no server sessions beyond
+    // the pool's two connections.
+    let before = settled_sessions(&mut monitor, &trusted_db);
+    for i in 0..40 {
+        let mut config = gate.config("postgres", &trusted_db);
+        config.application_name(&format!("trusted-{i}"));
+        let mut client = config
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("trusted login {}: {}", i + 1, describe_error(&e)));
+        assert_eq!(
+            simple_value(&mut client, "SHOW application_name"),
+            format!("trusted-{i}"),
+            "the client's startup parameter reaches the pooled connection"
+        );
+        assert_eq!(simple_value(&mut client, "SELECT current_user"), "postgres");
+    }
+    let trusted_sessions = settled_sessions(&mut monitor, &trusted_db) - before;
+    assert!(
+        (1..=4).contains(&trusted_sessions),
+        "40 trusted logins through a pool of 2 opened {trusted_sessions} server sessions"
+    );
+
+    // Startup settings the primary has not accepted yet are still relayed:
+    // a bad one fails the login as it would directly, a good one works.
+    for _ in 0..2 {
+        let mut config = gate.config("postgres", &trusted_db);
+        config.options("-c work_mem=bogus");
+        match config.connect(postgres::NoTls) {
+            Ok(_) => panic!("a login with work_mem=bogus succeeded through PgGate"),
+            Err(e) => assert_eq!(
+                e.as_db_error().map(|d| d.code().code()),
+                Some("22023"),
+                "a login with work_mem=bogus: {}",
+                describe_error(&e)
+            ),
+        }
+        let mut config = gate.config("postgres", &trusted_db);
+        config.options("-c work_mem=7MB");
+        let mut client = config
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("login with work_mem=7MB: {}", describe_error(&e)));
+        assert_eq!(simple_value(&mut client, "SHOW work_mem"), "7MB");
+    }
+
+    // clear_user needs a password: every login is relayed to the primary, and
+    // a wrong password after good ones is still refused.
+    let (user, password) = common::CLEAR_USER;
+    let before = settled_sessions(&mut monitor, &password_db);
+    for i in 0..10 {
+        let mut client = gate
+            .try_connect(user, Some(password), &password_db)
+            .unwrap_or_else(|e| panic!("login {} of {user}: {}", i + 1, describe_error(&e)));
+        assert_eq!(simple_value(&mut client, "SELECT current_user"), user);
+    }
+    let e = match gate.try_connect(user, Some("wrong"), &password_db) {
+        Ok(_) => panic!("{user} logged in with a wrong password after good logins"),
+        Err(e) => e,
+    };
+    assert_password_failure(&e, user);
+    let relayed = settled_sessions(&mut monitor, &password_db) - before;
+    assert!(
+        relayed >= 10,
+        "10 good logins of {user} should each be relayed to the primary: \
+         {relayed} server sessions"
+    );
+}

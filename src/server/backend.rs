@@ -251,6 +251,11 @@ impl Worker {
                 tag::AUTHENTICATION => {
                     let (code, payload) = protocol::parse_auth_request(body)
                         .ok_or("invalid authentication request")?;
+                    if code != auth_code::OK {
+                        if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
+                            s.relay_challenged = true;
+                        }
+                    }
                     if code == auth_code::SASL {
                         // Channel binding cannot cross a proxy: never offer -PLUS.
                         let Some(list) = auth::without_plus(payload) else {
@@ -271,8 +276,14 @@ impl Worker {
                     }
                 }
                 tag::ERROR_RESPONSE => {
-                    if protocol::parse_error_fields(body).code.starts_with("28") {
+                    let code = protocol::parse_error_fields(body).code;
+                    if code.starts_with("28") {
                         crate::ops::metrics().clients_rejected.auth_failed.inc();
+                    }
+                    // Anything but a bad startup setting (classes 22, 42) may
+                    // mean the primary no longer lets this user in freely.
+                    if !(code.starts_with("22") || code.starts_with("42")) {
+                        b.pools.clear_trusted();
                     }
                     // PostgreSQL's own words (e.g. 28P01) reach the client unchanged.
                     self.send_client(ck, &frame);
@@ -298,6 +309,13 @@ impl Worker {
                 }
                 tag::NEGOTIATE_PROTOCOL_VERSION => {}
                 tag::READY_FOR_QUERY => {
+                    // In without a password, startup settings accepted: later
+                    // logins like this one need no relay for a while.
+                    let session = self.clients.get(ck).and_then(|c| c.session.as_ref());
+                    if let Some(s) = session.filter(|s| !s.relay_challenged) {
+                        s.pools
+                            .set_trusted(b.index, self.config.health.interval, &s.params);
+                    }
                     self.send_client(ck, &frame);
                     self.relay_login_done(bk, ck);
                     return Ok(());
@@ -518,6 +536,16 @@ impl Worker {
             let pools = b.pools.clone();
             self.serve_param_waiters(&pools, None);
         }
+        if let Some(b) = self.backends.get_mut(bk) {
+            if !b.counted {
+                // Opened only to learn the server's parameters.
+                if !b.pools.per_backend[index].try_reserve(self.config.pool.size) {
+                    self.close_backend(bk, "pool full after login");
+                    return;
+                }
+                b.counted = true;
+            }
+        }
         if let Some((ck, generation)) = waiting {
             if self.client_waits_for(ck, generation, index) {
                 self.link_and_go(ck, bk);
@@ -553,6 +581,7 @@ impl Worker {
             self.shared.warn_no_password(&b.pools.user, &name);
         }
         let pools = b.pools.clone();
+        pools.clear_trusted();
         if let Some(b) = self.backends.get_mut(bk) {
             b.client = None;
         }

@@ -59,6 +59,8 @@ pub struct Session {
     pub relay_startup: Vec<u8>,
     /// The relayed login has passed something to the client: no retry any more.
     pub relay_started: bool,
+    /// The server asked the relayed login for a password (no `trust`).
+    pub relay_challenged: bool,
     /// Read your writes: something other than a read ran on the primary
     /// since the session last noted the primary's WAL position.
     pub wrote: bool,

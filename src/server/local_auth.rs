@@ -11,7 +11,7 @@ use crate::auth::scram_server::{self, ScramFailure, ScramServer};
 use crate::auth::{md5, parse_scram_secret};
 use crate::protocol::{self, auth_code, frontend, parse_header, write};
 
-use super::conn::{ClientState, LocalAuth};
+use super::conn::{BackendState, ClientState, LocalAuth, Login};
 use super::lookup::{LookupRequest, LookupResult};
 use super::shared::{Credential, UserPools};
 use super::worker::{client_token, Worker};
@@ -209,10 +209,24 @@ impl Worker {
             return;
         };
         c.local_auth = None;
-        let Some(pools) = c.session.as_ref().map(|s| s.pools.clone()) else {
+        if let Some(s) = c.session.as_ref() {
+            *s.pools.credential.write() = Some(credential);
+        }
+        self.finish_local_login(ck);
+    }
+
+    /// PgGate let the client in itself (query mode, or a user the primary
+    /// trusts): AuthenticationOk, then the server's parameters as a primary
+    /// connection of the pool reported them.
+    pub fn finish_local_login(&mut self, ck: usize) {
+        let Some(pools) = self
+            .clients
+            .get(ck)
+            .and_then(|c| c.session.as_ref())
+            .map(|s| s.pools.clone())
+        else {
             return;
         };
-        *pools.credential.write() = Some(credential);
         let mut out = Vec::new();
         write::authentication(&mut out, auth_code::OK, &[]);
         self.send_client(ck, &out);
@@ -222,7 +236,8 @@ impl Worker {
             return;
         }
         // No primary connection of this pool has reported its parameters yet:
-        // open one (it joins the pool).
+        // open one on this worker unless one is on its way. It joins the pool
+        // when there is room.
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };
@@ -230,13 +245,28 @@ impl Worker {
         let generation = c.generation;
         self.param_waiters.push((ck, generation));
         let primary = self.primary_index();
-        if pools.per_backend[primary].try_reserve(self.config.pool.size) {
-            self.open_pool_connection(primary, &pools);
+        // (A relayed login's connection reports nothing to the pool.)
+        let opening = self.backends.iter().any(|(_, b)| {
+            b.index == primary
+                && matches!(b.login, Login::Own { .. })
+                && Arc::ptr_eq(&b.pools, &pools)
+                && matches!(
+                    b.state,
+                    BackendState::Connecting
+                        | BackendState::TlsNegotiating
+                        | BackendState::Authenticating
+                )
+        });
+        if !opening {
+            let counted = pools.per_backend[primary].try_reserve(self.config.pool.size);
+            self.open_pool_connection(primary, &pools, counted);
         }
     }
 
     /// Opens a connection for the pool itself (no client waits for it).
-    pub fn open_pool_connection(&mut self, index: usize, pools: &Arc<UserPools>) {
+    /// `counted`: it holds a slot of the pool's cap; if not, it takes one
+    /// when it has logged in, or is closed.
+    pub fn open_pool_connection(&mut self, index: usize, pools: &Arc<UserPools>, counted: bool) {
         let mut startup = Vec::new();
         write::startup_message(
             &mut startup,
@@ -254,11 +284,13 @@ impl Worker {
         ) {
             Ok(bk) => {
                 if let Some(b) = self.backends.get_mut(bk) {
-                    b.counted = true;
+                    b.counted = counted;
                 }
             }
             Err(e) => {
-                pools.per_backend[index].release_slot();
+                if counted {
+                    pools.per_backend[index].release_slot();
+                }
                 self.serve_param_waiters(pools, Some(&e));
             }
         }

@@ -262,6 +262,7 @@ impl Worker {
             self.send_client(ck, &buf);
         }
         let pools = self.shared.user_pools(&database, &user);
+        let sorted_settings = Arc::new(sorted);
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };
@@ -273,13 +274,14 @@ impl Worker {
         c.session = Some(Box::new(Session {
             user: user.clone(),
             database: database.clone(),
-            params: Arc::new(sorted),
+            params: sorted_settings.clone(),
             key,
             pools: pools.clone(),
             pinned: None,
             hold_primary,
             relay_startup: Vec::new(),
             relay_started: false,
+            relay_challenged: false,
             wrote: false,
             min_lsn: 0,
             statements: Default::default(),
@@ -288,6 +290,17 @@ impl Worker {
         }));
         if self.config.auth.mode == AuthMode::Query {
             self.start_local_auth(ck);
+            return;
+        }
+        let primary_up = self
+            .topo
+            .health
+            .backends
+            .get(primary)
+            .is_some_and(|h| h.is_up());
+        if primary_up && pools.trusted_for(primary, &sorted_settings) {
+            // The primary lets this user in without a password anyway.
+            self.finish_local_login(ck);
             return;
         }
         let mut startup = Vec::new();

@@ -195,6 +195,70 @@ pub struct UserPools {
     pub credential: RwLock<Option<Credential>>,
     /// ParameterStatus values of a primary connection of this pool.
     pub server_params: RwLock<Option<super::conn::Params>>,
+    /// Passthrough: the primary let this user into this database without
+    /// asking for anything (`trust` for PgGate's address): see [`Trust`].
+    trusted: Mutex<Option<Trust>>,
+}
+
+/// The primary (backend slot `primary`) trusts a (database, user) until
+/// `until`: PgGate lets further logins of it in without relaying them, as
+/// long as their startup settings are ones the primary has accepted.
+struct Trust {
+    primary: usize,
+    until: Instant,
+    settings: HashSet<(String, String)>,
+}
+
+/// At most this many distinct startup settings are remembered per pool.
+const TRUSTED_SETTINGS: usize = 256;
+
+impl UserPools {
+    /// Whether a login with these startup settings may skip the relay.
+    pub fn trusted_for(&self, primary: usize, settings: &[(String, String)]) -> bool {
+        let trust = self.trusted.lock();
+        let Some(t) = trust.as_ref() else {
+            return false;
+        };
+        t.primary == primary
+            && Instant::now() < t.until
+            && settings.iter().all(|(n, v)| {
+                n == "application_name" || t.settings.contains(&(n.clone(), v.clone()))
+            })
+    }
+
+    /// A relayed login with these settings was let in without a password.
+    pub fn set_trusted(
+        &self,
+        primary: usize,
+        for_how_long: Duration,
+        settings: &[(String, String)],
+    ) {
+        let mut trust = self.trusted.lock();
+        let until = Instant::now() + for_how_long;
+        match trust.as_mut() {
+            Some(t) if t.primary == primary => t.until = until,
+            _ => {
+                *trust = Some(Trust {
+                    primary,
+                    until,
+                    settings: HashSet::new(),
+                })
+            }
+        }
+        if let Some(t) = trust.as_mut() {
+            for pair in settings {
+                if t.settings.len() >= TRUSTED_SETTINGS {
+                    break;
+                }
+                t.settings.insert(pair.clone());
+            }
+        }
+    }
+
+    /// A login of this user to this database was refused: relay again.
+    pub fn clear_trusted(&self) {
+        *self.trusted.lock() = None;
+    }
 }
 
 /// How PgGate logs in to a backend as a user.
@@ -325,6 +389,7 @@ impl Shared {
                     no_replica_password: AtomicBool::new(false),
                     credential: RwLock::new(None),
                     server_params: RwLock::new(None),
+                    trusted: Mutex::new(None),
                 })
             })
             .clone()

@@ -720,7 +720,7 @@ impl Worker {
                     })
                     .count();
                 if idle + opening < min && pool.try_reserve(cap) {
-                    self.open_pool_connection(i, &pools);
+                    self.open_pool_connection(i, &pools, true);
                 }
             }
         }
