@@ -71,11 +71,17 @@ fn resolve_backends(config: &Config) -> Result<Vec<BackendInfo>, RunError> {
         .collect()
 }
 
-/// The number of event-loop threads `proxy.workers = 0` means.
+/// The number of event-loop threads `proxy.workers = 0` means: one per two
+/// CPU cores, at least one. A proxy shares its machine with clients or
+/// servers, and a worker that is kept busy batches more events per wake-up:
+/// on two cores one worker spends about 10% less CPU per transaction than two
+/// and serves as many (`pgbench -S` at 16, 64 and 256 clients).
 pub fn default_workers() -> usize {
-    thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    workers_for_cores(thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn workers_for_cores(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 /// Runs PgGate until SIGTERM or SIGINT. Returns once the process should exit.
@@ -460,4 +466,13 @@ fn prepare_reload(shared: &Shared, source: &ConfigSource) -> Result<Prepared, Ve
         })?))
     };
     Ok((config, tls, pgpass, topology))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_worker_per_two_cores() {
+        let got: Vec<usize> = [1, 2, 3, 4, 8, 64].map(super::workers_for_cores).to_vec();
+        assert_eq!(got, [1, 1, 1, 2, 4, 32]);
+    }
 }

@@ -135,9 +135,14 @@ pub fn config_toml(
         )
     };
     let mut sections = vec![
+        // Two workers unless a test says otherwise, whatever the machine:
+        // clients and connections then also meet across workers.
         Section::new(
             "[proxy]",
-            &[("listen", toml_string(&format!("127.0.0.1:{listen_port}")))],
+            &[
+                ("listen", toml_string(&format!("127.0.0.1:{listen_port}"))),
+                ("workers", "2".to_string()),
+            ],
         ),
         Section::new("[metrics]", &[("listen", toml_string(""))]),
         Section::new(
