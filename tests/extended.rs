@@ -1479,9 +1479,13 @@ fn pgbench_extended_and_prepared_on_a_pool_of_two_have_no_failures() {
     }
     drop(gate);
 
-    // TPC-B-like transactions, prepared: a pool of 4 per server for 4
-    // clients, one thread each (pgbench prepares with a blocking call).
-    let gate = PgGate::start(cluster, "[pool]\nsize = 4");
+    // TPC-B-like transactions, prepared: 8 clients on 2 threads over a pool
+    // of 2 connections. pgbench prepares each statement with a blocking
+    // PQprepare the first time a client runs it, so a thread whose other
+    // client holds a connection inside a transaction must not wait for a
+    // connection just to prepare: PgGate answers a Parse of a statement the
+    // pool's servers already accepted by itself.
+    let gate = PgGate::start(cluster, "[pool]\nsize = 2\ncheckout_timeout = \"20s\"");
     let before = cluster.psql(
         cluster.primary_port,
         "postgres",
@@ -1492,10 +1496,10 @@ fn pgbench_extended_and_prepared_on_a_pool_of_two_have_no_failures() {
         gate.port,
         "postgres",
         db,
-        &["-M", "prepared", "-c", "4", "-j", "4", "-T", "4"],
+        &["-M", "prepared", "-c", "8", "-j", "2", "-T", "4"],
         Duration::from_secs(60),
     );
-    out.assert_success("pgbench -M prepared -c 4 -j 4 (TPC-B-like) through pggate");
+    out.assert_success("pgbench -M prepared -c 8 -j 2 (TPC-B-like) through pggate");
     assert!(
         out.stdout.contains("number of failed transactions: 0"),
         "pgbench TPC-B-like -M prepared reported failures:\n{}\n{}",

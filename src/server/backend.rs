@@ -952,7 +952,12 @@ impl Worker {
                             }
                         }
                         if ends.contains(&t) {
-                            b.replies.pop_front();
+                            let done = b.replies.pop_front();
+                            if t == tag::PARSE_COMPLETE {
+                                if let Some(id) = done.and_then(|r| r.parsed_statement()) {
+                                    b.pools.statement_parsed(id);
+                                }
+                            }
                         }
                     }
                     Some(Reply::Swallow { ends, .. }) => {
@@ -968,7 +973,12 @@ impl Worker {
                         out.extend_from_slice(&b.rbuf[run..pos]);
                         pos += 1 + mlen;
                         run = pos;
-                        b.replies.pop_front();
+                        let done = b.replies.pop_front();
+                        if t == tag::PARSE_COMPLETE {
+                            if let Some(id) = done.and_then(|r| r.parsed_statement()) {
+                                b.pools.statement_parsed(id);
+                            }
+                        }
                         continue;
                     }
                     Some(Reply::Ready(_)) => {}

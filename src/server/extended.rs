@@ -129,6 +129,16 @@ impl Reply {
         Reply::Forward { ends, undo: None }
     }
 
+    /// The statement whose Parse (sent by PgGate) this reply answers.
+    pub fn parsed_statement(&self) -> Option<StatementId> {
+        match self {
+            Reply::Forward { undo, .. } | Reply::Swallow { undo, .. } => {
+                undo.as_ref().and_then(|u| u.unprepared)
+            }
+            _ => None,
+        }
+    }
+
     pub fn take_undo(&mut self) -> Option<Box<Undo>> {
         match self {
             Reply::Forward { undo, .. }

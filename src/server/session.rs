@@ -20,6 +20,9 @@ use super::worker::{client_token, Worker, WorkerMsg, OUTPUT_HIGH_WATER};
 /// Startup parameters that are not session settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
+/// A whole Sync message.
+const SYNC_FRAME: &[u8] = &[frontend::SYNC, 0, 0, 0, 4];
+
 impl Worker {
     /// Handles whatever the client has sent, according to its state.
     pub fn client_input(&mut self, ck: usize) {
@@ -468,11 +471,30 @@ impl Worker {
                     self.route_statement(ck, &class)
                 }
                 frontend::PARSE => {
-                    let Some((_, _, text)) = extended::parse_parts(body) else {
+                    let Some((name, rest, text)) = extended::parse_parts(body) else {
                         self.fatal(ck, "08P01", "invalid Parse message");
                         return;
                     };
                     let class = sql::classify(text, &self.config.routing.write_functions);
+                    // A named Parse alone before its Sync (libpq's PQprepare)
+                    // of a statement a server of this pool has accepted:
+                    // answered here, without waiting for a connection. A later
+                    // Bind prepares it on whichever connection it borrows.
+                    let sync_next = c.rbuf.get(frame_len..frame_len + 5) == Some(SYNC_FRAME);
+                    if sync_next && !name.is_empty() && class.pin.is_none() {
+                        if let Some(s) = c.session.as_mut() {
+                            let id = extended::statement_id(rest);
+                            if !s.statements.contains_key(name) && s.pools.was_parsed(&id) {
+                                let stmt = Arc::new(Statement::new(rest, class));
+                                s.statements.insert(name.to_vec(), stmt);
+                                c.rbuf.drain(..frame_len + SYNC_FRAME.len());
+                                let mut buf = extended::PARSE_COMPLETE.to_vec();
+                                write::ready_for_query(&mut buf, b'I');
+                                self.send_client(ck, &buf);
+                                continue;
+                            }
+                        }
+                    }
                     c.head_class = Some(class);
                     self.route_statement(ck, &class)
                 }

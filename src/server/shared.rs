@@ -16,6 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::auth::pgpass::PgPass;
 use crate::config::{Config, Role};
 
+use super::extended::StatementId;
 use super::worker::WorkerMsg;
 
 /// A backend as workers see it: where it is and what it is for.
@@ -195,6 +196,10 @@ pub struct UserPools {
     pub credential: RwLock<Option<Credential>>,
     /// ParameterStatus values of a primary connection of this pool.
     pub server_params: RwLock<Option<super::conn::Params>>,
+    /// Statements some server of this pool accepted a Parse of (by id): a
+    /// client's Parse of one of them, alone before its Sync, is answered by
+    /// PgGate without a connection. At most [`PARSED_STATEMENTS`].
+    parsed: Mutex<HashSet<StatementId>>,
     /// Passthrough: the primary let this user into this database without
     /// asking for anything (`trust` for PgGate's address): see [`Trust`].
     trusted: Mutex<Option<Trust>>,
@@ -208,6 +213,9 @@ struct Trust {
     until: Instant,
     settings: HashSet<(String, String)>,
 }
+
+/// At most this many statements are remembered as parsed per pool.
+pub const PARSED_STATEMENTS: usize = 4096;
 
 /// At most this many distinct startup settings are remembered per pool.
 const TRUSTED_SETTINGS: usize = 256;
@@ -258,6 +266,19 @@ impl UserPools {
     /// A login of this user to this database was refused: relay again.
     pub fn clear_trusted(&self) {
         *self.trusted.lock() = None;
+    }
+
+    /// A server of this pool accepted a Parse of statement `id`.
+    pub fn statement_parsed(&self, id: StatementId) {
+        let mut parsed = self.parsed.lock();
+        if parsed.len() < PARSED_STATEMENTS {
+            parsed.insert(id);
+        }
+    }
+
+    /// Whether a server of this pool has accepted a Parse of statement `id`.
+    pub fn was_parsed(&self, id: &StatementId) -> bool {
+        self.parsed.lock().contains(id)
     }
 }
 
@@ -389,6 +410,7 @@ impl Shared {
                     no_replica_password: AtomicBool::new(false),
                     credential: RwLock::new(None),
                     server_params: RwLock::new(None),
+                    parsed: Mutex::new(HashSet::new()),
                     trusted: Mutex::new(None),
                 })
             })
