@@ -256,7 +256,14 @@ fn wait_for_signals(
     let mut draining_since: Option<std::time::Instant> = None;
     let mut told_now = false;
     loop {
-        for sig in signals.pending() {
+        // Until a drain starts, sleep until a signal comes; while draining,
+        // also look at the workers every 50 ms.
+        let arrived: Vec<i32> = if draining_since.is_none() {
+            signals.wait().collect()
+        } else {
+            signals.pending().collect()
+        };
+        for sig in arrived {
             match sig {
                 SIGHUP if draining_since.is_none() => {
                     if let Some(stop) = reload(shared, source) {
@@ -310,7 +317,9 @@ fn wait_for_signals(
                 return Ok(());
             }
         }
-        thread::sleep(std::time::Duration::from_millis(50));
+        if draining_since.is_some() {
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
