@@ -19,13 +19,12 @@ use common::{
 };
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::faults::{Faults, Pair, PAIR_PRIMARY, PAIR_REPLICA};
+use common::ops::{http_get, sample_value};
 use common::{describe_error, free_port, random_hex, tail, Cluster, PgGate};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
@@ -134,56 +133,6 @@ fn new_database(cluster: &Cluster, prefix: &str) -> String {
 fn on_primary(cluster: &Cluster, db: &str, sql: &str) -> Rows {
     let mut client = cluster.connect_direct(cluster.primary_port, "postgres", db);
     rows(&mut client, sql).unwrap_or_else(|e| panic!("{sql:?} on the primary: {e}"))
-}
-
-/// `GET path` over HTTP/1.0 on 127.0.0.1:`port`, retried until `limit`
-/// while the endpoint does not accept connections: `(status, body)`.
-fn http_get(port: u16, path: &str, limit: Duration) -> Result<(u16, String), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + limit;
-    let mut stream = loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Ok(stream) => break stream,
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!("nothing accepts connections on {addr}: {e}"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .map_err(|e| format!("send the request to {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("read the response from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("not an HTTP response from {addr}: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
-
-/// The sum of the samples of metric `name` in a Prometheus text body.
-fn metric_value(body: &str, name: &str) -> Option<f64> {
-    let samples: Vec<f64> = body
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 #[test]
@@ -547,7 +496,7 @@ fn a_writing_function_in_no_list_is_retried_on_the_primary_and_writes_once() {
         }
     }
     match http_get(metrics_port, "/metrics", Duration::from_secs(3)) {
-        Ok((200, body)) => match metric_value(&body, "pggate_read_only_retries_total") {
+        Ok((200, body)) => match sample_value(&body, "pggate_read_only_retries_total", &[]) {
             Some(count) if count >= 5.0 => {}
             Some(count) => problems.push(format!(
                 "pggate_read_only_retries_total is {count} after 5 retried calls; expected >= 5"
