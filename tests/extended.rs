@@ -1434,25 +1434,8 @@ fn pgbench_extended_and_prepared_on_a_pool_of_two_have_no_failures() {
     cluster.create_database(db, "postgres");
     {
         let gate = PgGate::start(cluster, "");
-        tools::pgbench(
-            gate.port,
-            "postgres",
-            db,
-            &["-i", "-s", "1", "-q"],
-            Duration::from_secs(60),
-        )
-        .assert_success("pgbench -i -s 1 through pggate");
+        tools::pgbench_init_through(cluster, gate.port, db);
     }
-    assert_eq!(
-        cluster.psql(
-            cluster.primary_port,
-            "postgres",
-            db,
-            "SELECT count(*) FROM pgbench_accounts"
-        ),
-        "100000"
-    );
-    cluster.wait_replicas_caught_up();
 
     // Select-only: 20 clients on 2 threads over a pool of 2 connections per
     // server.

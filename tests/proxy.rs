@@ -862,24 +862,7 @@ fn pgbench_init_and_select_only_with_no_failures() {
     cluster.create_database(db, "postgres");
     let gate = PgGate::start(cluster, "");
 
-    tools::pgbench(
-        gate.port,
-        "postgres",
-        db,
-        &["-i", "-s", "1", "-q"],
-        Duration::from_secs(60),
-    )
-    .assert_success("pgbench -i through pggate");
-    assert_eq!(
-        cluster.psql(
-            cluster.primary_port,
-            "postgres",
-            db,
-            "SELECT count(*) FROM pgbench_accounts"
-        ),
-        "100000"
-    );
-    cluster.wait_replicas_caught_up();
+    tools::pgbench_init_through(cluster, gate.port, db);
 
     let out = tools::pgbench(
         gate.port,

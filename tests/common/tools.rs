@@ -220,3 +220,27 @@ pub fn pgbench(port: u16, user: &str, db: &str, args: &[&str], timeout: Duration
     cmd.args(args).arg(db);
     run_with_timeout(&mut cmd, None, timeout)
 }
+
+/// `pgbench -i -s 1` of `db` through the proxy on `port`; checks on the
+/// primary that all 100,000 accounts are there and waits for the replicas.
+pub fn pgbench_init_through(cluster: &super::Cluster, port: u16, db: &str) {
+    pgbench(
+        port,
+        "postgres",
+        db,
+        &["-i", "-s", "1", "-q"],
+        Duration::from_secs(60),
+    )
+    .assert_success("pgbench -i -s 1 through pggate");
+    assert_eq!(
+        cluster.psql(
+            cluster.primary_port,
+            "postgres",
+            db,
+            "SELECT count(*) FROM pgbench_accounts"
+        ),
+        "100000",
+        "pgbench_accounts after pgbench -i -s 1 through pggate"
+    );
+    cluster.wait_replicas_caught_up();
+}
