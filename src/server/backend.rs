@@ -953,11 +953,7 @@ impl Worker {
                         }
                         if ends.contains(&t) {
                             let done = b.replies.pop_front();
-                            if t == tag::PARSE_COMPLETE {
-                                if let Some(id) = done.and_then(|r| r.parsed_statement()) {
-                                    b.pools.statement_parsed(id);
-                                }
-                            }
+                            note_parsed(b, t, done);
                         }
                     }
                     Some(Reply::Swallow { ends, .. }) => {
@@ -974,11 +970,7 @@ impl Worker {
                         pos += 1 + mlen;
                         run = pos;
                         let done = b.replies.pop_front();
-                        if t == tag::PARSE_COMPLETE {
-                            if let Some(id) = done.and_then(|r| r.parsed_statement()) {
-                                b.pools.statement_parsed(id);
-                            }
-                        }
+                        note_parsed(b, t, done);
                         continue;
                     }
                     Some(Reply::Ready(_)) => {}
@@ -1331,6 +1323,16 @@ impl Worker {
 }
 
 /// Puts PgGate's books right for a message whose reply will never come.
+/// A reply ended with message `t`: if it was the ParseComplete of a Parse
+/// PgGate sent, the pool learns that its servers accept that statement.
+fn note_parsed(b: &Backend, t: u8, done: Option<Reply>) {
+    if t == tag::PARSE_COMPLETE {
+        if let Some(id) = done.and_then(|r| r.parsed_statement()) {
+            b.pools.statement_parsed(id);
+        }
+    }
+}
+
 fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
     if let Some(id) = undo.unprepared {
         b.prepared.remove(&id);
