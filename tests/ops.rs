@@ -1101,3 +1101,19 @@ fn pool_min_idle_keeps_idle_connections_open() {
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn workers_zero_runs_one_worker_per_two_cores() {
+    let cluster = Cluster::shared();
+    let gate = PgGate::start(cluster, "[proxy]\nworkers = 0");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want = (cores / 2).max(1);
+    let mut client = gate.connect("postgres", "postgres");
+    assert_eq!(simple_value(&mut client, "SELECT 1"), "1");
+    let log = gate.log_contents();
+    assert!(
+        log.contains(&format!(" with {want} workers;")),
+        "with workers = 0 on {cores} cores PgGate should run {want} workers; log:\n{}",
+        tail(&log, 20)
+    );
+}
