@@ -89,7 +89,7 @@ impl Worker {
             sync_error: None,
             client: for_client,
             replies: std::collections::VecDeque::new(),
-            prepared: std::collections::HashMap::new(),
+            prepared: Default::default(),
             tick: 0,
             tx_status: b'I',
             cancel_sent: false,

@@ -2,7 +2,7 @@
 //! client sessions and backend connections. Data only; the transitions live in
 //! `session.rs` (client side), `backend.rs` (backend side) and `pool.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -210,7 +210,7 @@ pub struct Backend {
     pub replies: VecDeque<Reply>,
     /// Statements prepared on this connection under PgGate's names, with the
     /// tick of their last use (least recently used are closed first).
-    pub prepared: HashMap<StatementId, u64>,
+    pub prepared: foldhash::HashMap<StatementId, u64>,
     pub tick: u64,
     /// A cancel was sent while linked: never pool this connection again.
     pub cancel_sent: bool,

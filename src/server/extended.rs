@@ -4,7 +4,6 @@
 //! which PgGate answers itself, and what to undo when an error makes the
 //! server skip to Sync). Pure data and message building: no I/O here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -59,7 +58,7 @@ pub fn server_name(id: &StatementId) -> String {
 }
 
 /// A client's named statements.
-pub type Registry = HashMap<Vec<u8>, Arc<Statement>>;
+pub type Registry = foldhash::HashMap<Vec<u8>, Arc<Statement>>;
 
 /// What to put right if a message's reply never comes (the server failed it
 /// or skipped it after an earlier error).

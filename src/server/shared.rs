@@ -199,7 +199,7 @@ pub struct UserPools {
     /// Statements some server of this pool accepted a Parse of (by id): a
     /// client's Parse of one of them, alone before its Sync, is answered by
     /// PgGate without a connection. At most [`PARSED_STATEMENTS`].
-    parsed: Mutex<HashSet<StatementId>>,
+    parsed: Mutex<foldhash::HashSet<StatementId>>,
     /// Passthrough: the primary let this user into this database without
     /// asking for anything (`trust` for PgGate's address): see [`Trust`].
     trusted: Mutex<Option<Trust>>,
@@ -410,7 +410,7 @@ impl Shared {
                     no_replica_password: AtomicBool::new(false),
                     credential: RwLock::new(None),
                     server_params: RwLock::new(None),
-                    parsed: Mutex::new(HashSet::new()),
+                    parsed: Mutex::new(Default::default()),
                     trusted: Mutex::new(None),
                 })
             })

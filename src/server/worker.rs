@@ -8,7 +8,7 @@
 //! `pool.rs` (checkout and release).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ pub struct Worker {
     pub clients: Slab<Client>,
     pub backends: Slab<Backend>,
     /// Idle connections of this worker by (pool id, backend index).
-    pub idle: HashMap<(usize, usize), Vec<usize>>,
+    pub idle: foldhash::HashMap<(usize, usize), Vec<usize>>,
     pub timers: BinaryHeap<Reverse<Timer>>,
     pub scratch: Vec<u8>,
     /// Reused for assembling output to one peer; empty between uses.
@@ -220,7 +220,7 @@ impl Worker {
             topo,
             clients: Slab::new(),
             backends: Slab::new(),
-            idle: HashMap::new(),
+            idle: Default::default(),
             timers: BinaryHeap::new(),
             scratch: vec![0; READ_CHUNK],
             out: Vec::new(),
