@@ -778,6 +778,7 @@ impl Worker {
     /// replies in their turn, and follows ReadyForQuery to decide when the
     /// connection is released.
     fn linked_input(&mut self, bk: usize) -> Result<(), String> {
+        let now = self.now;
         let Some(b) = self.backends.get_mut(bk) else {
             return Ok(());
         };
@@ -902,7 +903,7 @@ impl Worker {
                             )
                         };
                         queries.inc();
-                        duration.observe(started.elapsed().as_secs_f64());
+                        duration.observe(now.saturating_duration_since(started).as_secs_f64());
                         if b.rbuf[pos + 5] == b'I' {
                             transactions.inc();
                         }

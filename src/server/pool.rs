@@ -6,7 +6,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use mio::{Interest, Token};
 
@@ -98,7 +97,7 @@ impl Worker {
             worker: self.id,
             client: client_token(ck),
             generation,
-            since: Instant::now(),
+            since: self.now,
         });
         // Another worker may be sitting on idle connections of this pool.
         for (w, n) in pool.idle_on.iter().enumerate() {
@@ -121,7 +120,7 @@ impl Worker {
         };
         c.state = ClientState::WaitingForBackend {
             backend_index: index,
-            since: Instant::now(),
+            since: self.now,
         };
         let generation = c.generation;
         self.add_timer(timeout, TimerKind::Checkout, ck, generation);
@@ -239,7 +238,7 @@ impl Worker {
         };
         b.state = BackendState::Idle;
         b.client = None;
-        b.idle_since = Instant::now();
+        b.idle_since = self.now;
         let pools = b.pools.clone();
         let index = b.index;
         if self.give_to_waiter(bk, &pools, index) {

@@ -733,7 +733,7 @@ impl Worker {
             return;
         };
         let on_primary = Some(b.index) == primary;
-        let now = std::time::Instant::now();
+        let now = self.now;
         let write_functions = &self.config.routing.write_functions;
         let mut terminate = false;
         let mut invalid = None;

@@ -95,6 +95,10 @@ pub struct Worker {
     /// Idle connections of this worker by (pool id, backend index).
     pub idle: foldhash::HashMap<(usize, usize), Vec<usize>>,
     pub timers: BinaryHeap<Reverse<Timer>>,
+    /// When the event loop's current pass began (poll returned), or when the
+    /// last timers were fired: one clock read per pass serves every
+    /// timestamp taken while handling its events.
+    pub now: Instant,
     pub scratch: Vec<u8>,
     /// Reused for assembling output to one peer; empty between uses.
     pub out: Vec<u8>,
@@ -223,6 +227,7 @@ impl Worker {
             idle: Default::default(),
             timers: BinaryHeap::new(),
             scratch: vec![0; READ_CHUNK],
+            now: Instant::now(),
             out: Vec::new(),
             next_generation: 1,
             rng: 0x9e37_79b9_7f4a_7c15
@@ -255,7 +260,7 @@ impl Worker {
             return;
         }
         self.timers.push(Reverse(Timer {
-            at: Instant::now() + after,
+            at: self.now + after,
             kind,
             key,
             generation,
@@ -269,7 +274,7 @@ impl Worker {
             let timeout = self
                 .timers
                 .peek()
-                .map(|Reverse(t)| t.at.saturating_duration_since(Instant::now()));
+                .map(|Reverse(t)| t.at.saturating_duration_since(self.now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -277,6 +282,7 @@ impl Worker {
                 log::error!("worker {}: poll failed: {e}", self.id);
                 return;
             }
+            self.now = Instant::now();
             let version = self
                 .shared
                 .config_version
@@ -354,6 +360,7 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        self.now = now;
         while let Some(Reverse(t)) = self.timers.peek().copied() {
             if t.at > now {
                 break;
@@ -517,7 +524,7 @@ impl Worker {
                 c.eof = true;
             }
             if self.client_idle_checked {
-                c.last_active = Instant::now();
+                c.last_active = self.now;
             }
             self.client_input(key);
             if outcome != ReadOutcome::More {
