@@ -2,7 +2,7 @@
 """PgGate benchmark driver (Python 3, standard library only).
 
 Normally started by `benches/run`, which installs the tools, raises the
-open-files limit, builds PgGate and the idle-clients helper, makes the work
+open-files limit, builds PgGate and its helpers (idle-clients, bench-relay), makes the work
 directory and cleans up after us whatever happens. It can also be run on its
 own (see --help); it then makes and removes its own work directory.
 
@@ -12,7 +12,9 @@ What it does, in one run:
     run as root; `pgbench -i -s 10` on the primary; waits for the replica;
   * PgGate processes (pool.size 4 and 8, routing.reads "primary" and
     "replicas") and PgBouncer processes (transaction mode with the same pool
-    sizes; session mode for -M prepared), all running side by side;
+    sizes; session mode for -M prepared), and the bare relay (benches/relay,
+    one server connection per client, bytes forwarded unread), all running
+    side by side;
   * interleaved rounds of pgbench runs against direct / PgBouncer / PgGate,
     with the proxy's CPU time (from /proc/PID/stat) and p99 latency (from
     pgbench -l logs); TPC-B-like writes, connection churn (-C), a large COPY
@@ -55,11 +57,14 @@ START = time.monotonic()
 # Targets (columns of the table).
 DIRECT, BOUNCER, GATE_P, GATE_R = "direct", "pgbouncer", "gate_primary", "gate_replicas"
 TARGETS = [DIRECT, BOUNCER, GATE_P, GATE_R]
+# The do-nothing relay (benches/relay): measured on the -S simple rows only.
+RELAY = "relay"
 LABEL = {
     DIRECT: "direct",
     BOUNCER: "PgBouncer",
     GATE_P: "PgGate reads→primary",
     GATE_R: "PgGate reads→replica",
+    RELAY: "bare relay",
 }
 
 
@@ -250,6 +255,7 @@ class Tools:
     strace: str
     pggate: str
     idle_clients: str
+    relay: str
 
     def pg(self, name):
         return os.path.join(self.pg_bin, name)
@@ -276,11 +282,12 @@ def find_tools(args):
     if not bouncer:
         raise BenchError("pgbouncer not found: apt-get install pgbouncer (benches/run does it)")
     strace = shutil.which("strace") or ""
-    for path, what in ((args.pggate, "--pggate"), (args.idle_clients, "--idle-clients")):
+    for path, what in ((args.pggate, "--pggate"), (args.idle_clients, "--idle-clients"),
+                       (args.relay, "--relay")):
         if not os.access(path, os.X_OK):
             raise BenchError(f"{what} {path} is not an executable (build it first)")
     return Tools(pg_bin, bouncer, strace, os.path.abspath(args.pggate),
-                 os.path.abspath(args.idle_clients))
+                 os.path.abspath(args.idle_clients), os.path.abspath(args.relay))
 
 
 # --------------------------------------------------------------------------
@@ -412,7 +419,7 @@ class Cluster:
 
 @dataclass
 class Proxy:
-    kind: str  # "gate" or "bouncer"
+    kind: str  # "gate", "bouncer" or "relay"
     name: str
     port: int
     proc: subprocess.Popen
@@ -525,6 +532,18 @@ stats_period = 60
     # Foreground (no -d); PgBouncer refuses to run as root.
     proc = procs.start(name, [tools.pgbouncer, path], log_path, as_server=True)
     proxy = Proxy("bouncer", name, port, proc, log_path)
+    wait_ready(tools, proxy)
+    return proxy
+
+
+def start_relay(tools, work, procs, cluster, name):
+    d = os.path.join(work, name)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    log_path = os.path.join(d, "relay.log")
+    proc = procs.start(name, [tools.relay, f"{HOST}:{port}", f"{HOST}:{cluster.primary_port}"],
+                       log_path)
+    proxy = Proxy("relay", name, port, proc, log_path)
     wait_ready(tools, proxy)
     return proxy
 
@@ -779,6 +798,7 @@ class Bench:
         self.cluster = Cluster(tools, work, procs)
         self.gates = {}  # (reads, pool) -> Proxy
         self.bouncers = {}  # (pool_mode, pool) -> Proxy
+        self.relay = None  # Proxy
         self.results = {}  # run key -> [result per round]
         self.extra = {}  # other measurements -> [result per round]
         self.session_pool = 0
@@ -788,6 +808,8 @@ class Bench:
     def endpoint(self, cell, target):
         if target == DIRECT:
             return (None, self.cluster.primary_port, None)
+        if target == RELAY:
+            return (self.relay.name, self.relay.port, self.relay.pid)
         if target == BOUNCER:
             if cell.mode == "prepared":
                 b = self.bouncers[("session", self.session_pool)]
@@ -800,9 +822,16 @@ class Bench:
 
     def run_key(self, cell, target):
         name, _, _ = self.endpoint(cell, target)
-        pool_matters = name is not None and not name.startswith("bouncer-session")
+        pool_matters = name is not None and not name.startswith(("bouncer-session", "relay"))
         return (name or "direct", cell.script, cell.mode, cell.clients,
                 cell.pool if pool_matters else None, cell.churn)
+
+    @staticmethod
+    def targets_for(cell):
+        """The relay has no pool and no protocol: the -S simple rows show the floor."""
+        if cell.script == "select" and cell.mode == "simple" and not cell.churn:
+            return TARGETS + [RELAY]
+        return TARGETS
 
     def setup(self):
         t = self.tools
@@ -830,12 +859,14 @@ class Bench:
             self.bouncers[("session", self.session_pool)] = start_bouncer(
                 t, self.work, self.procs, self.cluster, name, pool_mode="session",
                 pool=self.session_pool)
+        log("starting the bare relay")
+        self.relay = start_relay(t, self.work, self.procs, self.cluster, "relay")
         # Warm-up: open the pools, warm the servers' caches.
         warm = PgbenchCell("select", "simple", 8, 8)
         for port, pid, name in [(self.cluster.primary_port, None, "direct"),
                                 (self.cluster.replica_port, None, "replica")] + \
                 [(p.port, p.pid, p.name) for p in list(self.gates.values()) +
-                 list(self.bouncers.values())]:
+                 list(self.bouncers.values()) + [self.relay]]:
             r = pgbench_run(t, self.work, port, pid, warm, 1, f"warm-{name}")
             if r["errors"]:
                 raise BenchError(f"warm-up through {name} failed: {r['first_error']}")
@@ -847,7 +878,7 @@ class Bench:
         groups = {}
         for cell in prof["select_cells"] + prof["other_cells"]:
             g = groups.setdefault((cell.script, cell.mode, cell.clients, cell.churn), [])
-            for target in TARGETS:
+            for target in self.targets_for(cell):
                 key = self.run_key(cell, target)
                 if all(k != key for k, _, _ in g):
                     g.append((key, cell, target))
@@ -865,7 +896,7 @@ class Bench:
                     r = pgbench_run(self.tools, self.work, port, pid, cell, d, tag)
                     self.results.setdefault(key, []).append(r)
                     done += 1
-                    pool = f" pool {cell.pool}" if target != DIRECT else ""
+                    pool = f" pool {cell.pool}" if target not in (DIRECT, RELAY) else ""
                     err = f", {r['errors']} errors: {r['first_error']}" if r["errors"] else ""
                     log(f"  [{done}/{total_runs}] {cell.name()}{pool} {LABEL[target]}: "
                         f"{r['tps']:.0f} tps{err}")
@@ -975,7 +1006,8 @@ def verdict(ok):
 class Table:
     HEAD = ["test", "pool", "direct", "PgBouncer", "PgGate reads→primary",
             "PgGate reads→replica", "PgGate ÷ direct (pri / rep)",
-            "PgGate ÷ PgBouncer (pri / rep)", "CPU ÷ PgBouncer (pri / rep)"]
+            "PgGate ÷ PgBouncer (pri / rep)", "CPU ÷ PgBouncer (pri / rep)", "bare relay",
+            "PgGate reads→primary ÷ relay (TPS · CPU)"]
 
     def __init__(self):
         self.rows = []
@@ -998,7 +1030,7 @@ def build_table(bench):
 
     def cell_stats(cell):
         out = {}
-        for target in TARGETS:
+        for target in TARGETS + [RELAY]:
             key = bench.run_key(cell, target)
             out[target] = summarize(bench.results[key]) if key in bench.results else None
         stats[cell] = out
@@ -1033,6 +1065,9 @@ def build_table(bench):
             f"{fmt_ratio(tps(GATE_P), tps(DIRECT))} / {fmt_ratio(tps(GATE_R), tps(DIRECT))}",
             f"{fmt_ratio(tps(GATE_P), tps(BOUNCER))} / {fmt_ratio(tps(GATE_R), tps(BOUNCER))}",
             f"{fmt_ratio(cpu(GATE_P), cpu(BOUNCER))} / {fmt_ratio(cpu(GATE_R), cpu(BOUNCER))}",
+            show(RELAY),
+            f"{fmt_ratio(tps(GATE_P), tps(RELAY))} · {fmt_ratio(cpu(GATE_P), cpu(RELAY))}"
+            if s[RELAY] else "",
         )
 
     for cell in prof["select_cells"] + prof["other_cells"]:
@@ -1129,7 +1164,10 @@ def build_table(bench):
             note = f", {s[t]['errors']} errors" if s[t]["errors"] else ""
             vals.append(f"{ratio:.2f}×{note} {verdict(ok)}")
         ref_txt = "—" if ref is None else (fmt_int(ref) if metric == "tps" else f"{ref:.2f}")
-        table.add(f"target: {desc}", pool, "", ref_txt, vals[0], vals[1])
+        relay = s.get(RELAY)
+        relay_txt = (f"relay: {relay[metric] / ref:.2f}×"
+                     if relay and relay[metric] is not None and ref else "")
+        table.add(f"target: {desc}", pool, "", ref_txt, vals[0], vals[1], "", "", "", relay_txt)
 
     s = find("select", "simple", 16, 8)
     ratio_target("-S simple c=16: TPS ≥ 1.2 × PgBouncer", s, "tps", 1.2, True, 8)
@@ -1151,8 +1189,11 @@ def build_table(bench):
             vals.append(f"{added:+.0f} µs {verdict(added <= 40)}")
         b = s[BOUNCER]
         bouncer_txt = f"{b['mean_us'] - base:+.0f} µs" if b and b["mean_us"] and base else "—"
+        r = s.get(RELAY)
+        relay_txt = f"relay: {r['mean_us'] - base:+.0f} µs" if r and r["mean_us"] and base else ""
         table.add(f"target: -S {mode} c=1: added latency per query over direct ≤ 40 µs",
-                  8, f"{base:.0f} µs avg" if base else "—", bouncer_txt, vals[0], vals[1])
+                  8, f"{base:.0f} µs avg" if base else "—", bouncer_txt, vals[0], vals[1],
+                  "", "", "", relay_txt)
     vals = []
     for t in (GATE_P, GATE_R):
         v = sys_value(t)
@@ -1190,7 +1231,9 @@ PgGate reads→primary is the like-for-like comparison (one server, as direct an
 reads→replica sends -S reads to the streaming replica. PgBouncer runs in transaction mode \
 with the same pool size, except for -M prepared, where it runs in session mode with one \
 server connection per client. c=1 rows use a pool of 8 (only one connection is used). \
-Ratios are of the medians."""
+The bare relay (benches/relay) is a single-threaded mio loop that gives each client its own \
+server connection and forwards bytes without reading them: the floor for any epoll proxy \
+on this machine, measured on the -S simple rows. Ratios are of the medians."""
 
 
 # --------------------------------------------------------------------------
@@ -1202,6 +1245,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one round, fewer cells, short runs")
     ap.add_argument("--pggate", required=True, help="path of the pggate binary")
     ap.add_argument("--idle-clients", required=True, help="path of the idle-clients helper")
+    ap.add_argument("--relay", required=True, help="path of the bench-relay helper")
     ap.add_argument("--workdir", help="empty directory to work in (default: a new temp dir)")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--duration", type=int, help="override seconds per pgbench run")
