@@ -12,6 +12,14 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 /// If `sql` is exactly one `DEALLOCATE [PREPARE] name|ALL` or `DISCARD ALL`
 /// statement (comments and empty statements around it allowed), what it drops.
 pub fn deallocate_target(sql: &str) -> Option<Deallocate> {
+    // Every query is asked this: answer the common case from its first byte.
+    // Only `DEALLOCATE`/`DISCARD`, or a comment before them, can start one.
+    let first = sql
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c));
+    if !matches!(first, Some(b'd' | b'D' | b'/' | b'-')) {
+        return None;
+    }
     let mut c = Cursor::new(Lexer::new(sql));
     let target = statement(&mut c)?;
     if c.next().is_some() {

@@ -22,6 +22,8 @@ fn deallocate_of_one_statement_names_it_as_postgresql_would() {
         ("DEALLOCATE s1;;", name("s1")),
         ("-- c\nDEALLOCATE -- d\n s1 -- e", name("s1")),
         ("DEALLOCATE ÜBER", name("Über")),
+        // Every byte PostgreSQL counts as white space may come first.
+        ("\t\r\n\x0b\x0cDEALLOCATE s1", name("s1")),
     ];
     for (sql, want) in cases {
         assert_eq!(&deallocate_target(sql), want, "{sql:?}");
@@ -74,6 +76,8 @@ fn anything_else_is_not_a_deallocate() {
         "SELECT 'DEALLOCATE s1'",
         "PREPARE s1 AS SELECT 1",
         "/* DEALLOCATE s1 */",
+        ";DEALLOCATE s1",
+        "\u{a0}DEALLOCATE s1",
     ] {
         assert_eq!(deallocate_target(sql), None, "{sql:?}");
     }
