@@ -59,12 +59,16 @@ DIRECT, BOUNCER, GATE_P, GATE_R = "direct", "pgbouncer", "gate_primary", "gate_r
 TARGETS = [DIRECT, BOUNCER, GATE_P, GATE_R]
 # The do-nothing relay (benches/relay): measured on the -S simple rows only.
 RELAY = "relay"
+# pgbench connected to the replica itself: the c=1 latency baseline for the
+# queries PgGate sends there.
+DIRECT_R = "direct_replica"
 LABEL = {
     DIRECT: "direct",
     BOUNCER: "PgBouncer",
     GATE_P: "PgGate reads→primary",
     GATE_R: "PgGate reads→replica",
     RELAY: "bare relay",
+    DIRECT_R: "direct to the replica",
 }
 
 
@@ -810,6 +814,8 @@ class Bench:
             return (None, self.cluster.primary_port, None)
         if target == RELAY:
             return (self.relay.name, self.relay.port, self.relay.pid)
+        if target == DIRECT_R:
+            return ("direct-replica", self.cluster.replica_port, None)
         if target == BOUNCER:
             if cell.mode == "prepared":
                 b = self.bouncers[("session", self.session_pool)]
@@ -822,16 +828,22 @@ class Bench:
 
     def run_key(self, cell, target):
         name, _, _ = self.endpoint(cell, target)
-        pool_matters = name is not None and not name.startswith(("bouncer-session", "relay"))
+        pool_matters = name is not None and \
+            not name.startswith(("bouncer-session", "relay", "direct-replica"))
         return (name or "direct", cell.script, cell.mode, cell.clients,
                 cell.pool if pool_matters else None, cell.churn)
 
     @staticmethod
     def targets_for(cell):
-        """The relay has no pool and no protocol: the -S simple rows show the floor."""
+        """The relay has no pool and no protocol: the -S simple rows show the floor.
+        At c=1 the replica is measured directly too, as the baseline of the
+        latency PgGate adds to the reads it sends there."""
+        extra = []
+        if cell.script == "select" and cell.clients == 1 and not cell.churn:
+            extra.append(DIRECT_R)
         if cell.script == "select" and cell.mode == "simple" and not cell.churn:
-            return TARGETS + [RELAY]
-        return TARGETS
+            extra.append(RELAY)
+        return TARGETS + extra
 
     def setup(self):
         t = self.tools
@@ -896,7 +908,7 @@ class Bench:
                     r = pgbench_run(self.tools, self.work, port, pid, cell, d, tag)
                     self.results.setdefault(key, []).append(r)
                     done += 1
-                    pool = f" pool {cell.pool}" if target not in (DIRECT, RELAY) else ""
+                    pool = f" pool {cell.pool}" if target not in (DIRECT, DIRECT_R, RELAY) else ""
                     err = f", {r['errors']} errors: {r['first_error']}" if r["errors"] else ""
                     log(f"  [{done}/{total_runs}] {cell.name()}{pool} {LABEL[target]}: "
                         f"{r['tps']:.0f} tps{err}")
@@ -1030,7 +1042,7 @@ def build_table(bench):
 
     def cell_stats(cell):
         out = {}
-        for target in TARGETS + [RELAY]:
+        for target in TARGETS + [RELAY, DIRECT_R]:
             key = bench.run_key(cell, target)
             out[target] = summarize(bench.results[key]) if key in bench.results else None
         stats[cell] = out
@@ -1180,20 +1192,24 @@ def build_table(bench):
         if s is None or s[DIRECT] is None:
             continue
         base = s[DIRECT]["mean_us"]
+        # Reads PgGate sends to the replica are compared with the replica.
+        rep = s.get(DIRECT_R)
+        base_r = rep["mean_us"] if rep and rep["mean_us"] else None
         vals = []
-        for t in (GATE_P, GATE_R):
-            if s[t] is None or s[t]["mean_us"] is None or base is None:
+        for t, b0 in ((GATE_P, base), (GATE_R, base_r)):
+            if s[t] is None or s[t]["mean_us"] is None or b0 is None:
                 vals.append("—")
                 continue
-            added = s[t]["mean_us"] - base
+            added = s[t]["mean_us"] - b0
             vals.append(f"{added:+.0f} µs {verdict(added <= 40)}")
         b = s[BOUNCER]
         bouncer_txt = f"{b['mean_us'] - base:+.0f} µs" if b and b["mean_us"] and base else "—"
         r = s.get(RELAY)
         relay_txt = f"relay: {r['mean_us'] - base:+.0f} µs" if r and r["mean_us"] and base else ""
+        base_txt = "—" if not base else (
+            f"{base:.0f} µs avg" + (f" (replica: {base_r:.0f} µs)" if base_r else ""))
         table.add(f"target: -S {mode} c=1: added latency per query over direct ≤ 40 µs",
-                  8, f"{base:.0f} µs avg" if base else "—", bouncer_txt, vals[0], vals[1],
-                  "", "", "", relay_txt)
+                  8, base_txt, bouncer_txt, vals[0], vals[1], "", "", "", relay_txt)
     vals = []
     for t in (GATE_P, GATE_R):
         v = sys_value(t)
@@ -1230,7 +1246,9 @@ Cells: TPS · p99 latency ms (from pgbench -l) · proxy CPU seconds per 10k tran
 PgGate reads→primary is the like-for-like comparison (one server, as direct and PgBouncer); \
 reads→replica sends -S reads to the streaming replica. PgBouncer runs in transaction mode \
 with the same pool size, except for -M prepared, where it runs in session mode with one \
-server connection per client. c=1 rows use a pool of 8 (only one connection is used). \
+server connection per client. c=1 rows use a pool of 8 (only one connection is used); \
+the latency PgGate adds at c=1 is over pgbench connected to the server that answered (the \
+primary, or the replica for reads→replica). \
 The bare relay (benches/relay) is a single-threaded mio loop that gives each client its own \
 server connection and forwards bytes without reading them: the floor for any epoll proxy \
 on this machine, measured on the -S simple rows. Ratios are of the medians."""
