@@ -14,7 +14,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -500,9 +499,8 @@ fn the_spawned_checker_probes_until_stopped() {
         ..Config::default()
     });
     let (checker, view) = checker_for(&config, None);
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = checker
-        .spawn(Duration::from_millis(100), Arc::clone(&stop))
+    let health = checker
+        .spawn(Duration::from_millis(100))
         .expect("start the health thread");
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -510,8 +508,8 @@ fn the_spawned_checker_probes_until_stopped() {
         assert!(Instant::now() < deadline, "no probe within 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
-    stop.store(true, std::sync::atomic::Ordering::Release);
+    health.stop();
     let stopping = Instant::now();
-    handle.join().expect("the health thread ends cleanly");
+    health.join().expect("the health thread ends cleanly");
     assert!(stopping.elapsed() < Duration::from_secs(5));
 }

@@ -27,8 +27,6 @@ use crate::config::{BackendConfig, Config, HealthConfig, Role};
 
 /// Shortest pause between the starts of two rounds, whatever the interval.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
-/// How often a sleeping checker looks at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Probes the configured backends and publishes their state.
 pub struct Checker {
@@ -207,26 +205,26 @@ impl Checker {
 
     /// Runs [`probe_round`](Self::probe_round) every `interval` (measured
     /// from the start of one round to the start of the next) on a thread of
-    /// its own, starting at once, until `stop` is set. The thread then
-    /// closes its control connections and ends; joining it waits at most
-    /// one round. A reload while it runs: set `stop`, and start a new checker
-    /// with a view from [`HealthView::rebuilt`] (the old thread's last writes
-    /// land in the old view, which nobody reads any more).
-    pub fn spawn(
-        mut self,
-        interval: Duration,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<JoinHandle<()>> {
+    /// its own, starting at once, until [`HealthThread::stop`]. The thread
+    /// then closes its control connections and ends; joining it waits at
+    /// most one round. Between rounds it sleeps without waking. A reload
+    /// while it runs: stop it, and start a new checker with a view from
+    /// [`HealthView::rebuilt`] (the old thread's last writes land in the old
+    /// view, which nobody reads any more).
+    pub fn spawn(mut self, interval: Duration) -> io::Result<HealthThread> {
         let interval = interval.max(MIN_INTERVAL);
-        thread::Builder::new()
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::Builder::new()
             .name("pggate-health".to_string())
             .spawn(move || {
-                while !stop.load(Ordering::Acquire) {
+                while !flag.load(Ordering::Acquire) {
                     let next_round = Instant::now() + interval;
                     self.probe_round();
-                    sleep_until(next_round, &stop);
+                    sleep_until(next_round, &flag);
                 }
-            })
+            })?;
+        Ok(HealthThread { stop, handle })
     }
 
     /// Publishes one round's outcomes: availability and role first, then
@@ -415,7 +413,28 @@ fn open(
     }))
 }
 
-/// Sleeps until `deadline`, waking early when `stop` is set.
+/// A running health checker.
+pub struct HealthThread {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl HealthThread {
+    /// Asks the thread to end: it wakes from its sleep at once, or ends
+    /// after the probe round it is in. Does not wait for it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.handle.thread().unpark();
+    }
+
+    /// Waits for the thread to end (after [`HealthThread::stop`]).
+    pub fn join(self) -> thread::Result<()> {
+        self.handle.join()
+    }
+}
+
+/// Sleeps until `deadline`, waking early when `stop` is set (the setter
+/// unparks this thread).
 fn sleep_until(deadline: Instant, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -424,7 +443,7 @@ fn sleep_until(deadline: Instant, stop: &AtomicBool) {
         if left.is_zero() {
             return;
         }
-        thread::sleep(left.min(STOP_POLL));
+        thread::park_timeout(left);
     }
 }
 

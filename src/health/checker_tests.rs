@@ -372,18 +372,15 @@ fn the_spawned_checker_stops_when_asked() {
     let server = FakeServer::start(PRIMARY);
     let config = config(vec![server.backend("p", Role::Auto)], 1);
     let (checker, view) = checker(&config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = checker
-        .spawn(Duration::from_secs(3600), Arc::clone(&stop))
-        .expect("spawn");
+    let health = checker.spawn(Duration::from_secs(3600)).expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(5);
     while view.primary().is_none() {
         assert!(Instant::now() < deadline, "the first round runs at once");
         thread::sleep(Duration::from_millis(10));
     }
-    stop.store(true, Ordering::Release);
+    health.stop();
     let stopping = Instant::now();
-    handle.join().expect("the checker thread ends cleanly");
+    health.join().expect("the checker thread ends cleanly");
     assert!(
         stopping.elapsed() < Duration::from_secs(1),
         "a long interval does not delay stopping"

@@ -12,7 +12,8 @@
 //!
 //! Wiring: build `Arc::new(HealthView::new(&config))`, hand it to the
 //! workers with the `Arc<Config>` it was built from, and start
-//! `Checker::new(config, pgpass, view).spawn(config.health.interval, stop)`.
+//! `Checker::new(config, pgpass, view).spawn(config.health.interval)`, which
+//! returns the [`HealthThread`] to stop it with.
 //! The view's indices follow `config.backends`. On a reload that changes the
 //! backends, build `old_view.rebuilt(&new_config)` (it keeps the state of
 //! servers present in both), publish it with the new configuration, stop the
@@ -28,7 +29,7 @@ mod lag;
 mod probe;
 mod view;
 
-pub use checker::Checker;
+pub use checker::{Checker, HealthThread};
 pub use client::{ControlConn, ControlError, Row};
 pub use probe::{parse_lsn, parse_probe, Probe, PROBE_SQL};
 pub use view::{BackendState, HealthView, Transition};

@@ -161,9 +161,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         shared.pgpass(),
         shared.topology().health.clone(),
     );
-    let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    checker
-        .spawn(config.health.interval, stop_health.clone())
+    let health = checker
+        .spawn(config.health.interval)
         .map_err(|e| RunError(format!("cannot start the health thread: {e}")))?;
     let mut threads = Vec::new();
     for (id, poll, rx) in workers {
@@ -193,7 +192,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         .map_err(|e| RunError(format!("cannot start acceptor thread: {e}")))?;
 
     crate::ops::systemd::ready();
-    wait_for_signals(signals, &shared, &source, threads, stop_health)
+    wait_for_signals(signals, &shared, &source, threads, health)
 }
 
 /// Accepts clients and deals them to the workers in turn.
@@ -250,7 +249,7 @@ fn wait_for_signals(
     shared: &Arc<Shared>,
     source: &ConfigSource,
     workers: Vec<thread::JoinHandle<()>>,
-    mut stop_health: Arc<std::sync::atomic::AtomicBool>,
+    mut health: crate::health::HealthThread,
 ) -> Result<(), RunError> {
     use signal_hook::consts::SIGHUP;
     let mut draining_since: Option<std::time::Instant> = None;
@@ -266,9 +265,9 @@ fn wait_for_signals(
         for sig in arrived {
             match sig {
                 SIGHUP if draining_since.is_none() => {
-                    if let Some(stop) = reload(shared, source) {
-                        stop_health.store(true, Ordering::Release);
-                        stop_health = stop;
+                    if let Some(restarted) = reload(shared, source) {
+                        health.stop();
+                        health = restarted;
                     }
                 }
                 SIGHUP => {}
@@ -324,11 +323,8 @@ fn wait_for_signals(
 }
 
 /// Re-reads and validates the configuration; applies it whole or not at all.
-/// Returns the stop flag of a restarted health thread.
-fn reload(
-    shared: &Arc<Shared>,
-    source: &ConfigSource,
-) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+/// Returns the restarted health thread.
+fn reload(shared: &Arc<Shared>, source: &ConfigSource) -> Option<crate::health::HealthThread> {
     crate::ops::systemd::reloading();
     let m = crate::ops::metrics();
     let result = prepare_reload(shared, source);
@@ -371,11 +367,13 @@ fn reload(
                 pgpass,
                 topology.health.clone(),
             );
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let restarted = checker.spawn(config.health.interval, stop.clone()).is_ok();
+            let restarted = checker.spawn(config.health.interval);
+            if let Err(e) = &restarted {
+                log::error!("cannot restart the health thread: {e}");
+            }
             m.config_reloads.success.inc();
             log::info!("configuration reloaded");
-            restarted.then_some(stop)
+            restarted.ok()
         }
     };
     crate::ops::systemd::ready();
