@@ -186,6 +186,61 @@ fn with_one_replica_stopped_reads_succeed_on_the_other_and_it_returns_after_rest
 }
 
 #[test]
+fn a_replica_that_refuses_a_connection_leaves_the_rotation_at_once() {
+    let cluster = Cluster::shared();
+    let faults = Faults::take(cluster);
+    let _deadline = Deadline::new(
+        "a_replica_that_refuses_a_connection_leaves_the_rotation_at_once",
+        TEST_LIMIT,
+    );
+    let [_, replica1, replica2] = cluster.all_ports();
+    // Probes a minute apart: only the failed connection itself can take the
+    // replica out during the test.
+    let gate = PgGate::start(cluster, "[health]\ninterval = \"60s\"\nfailures = 3\n");
+    wait_read_reaches(&gate, replica1, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("before any fault: {e}"));
+
+    faults.stop("replica1");
+    let mut ports = Vec::new();
+    let mut errors = Vec::new();
+    for i in 0..40 {
+        match fresh_read_port(&gate, "postgres") {
+            Ok(port) => ports.push(port),
+            Err(e) => errors.push(format!("read {i}: {e}")),
+        }
+    }
+    let context = || log_lines(&gate, &["replica1"], 30);
+    assert!(
+        errors.is_empty(),
+        "reads with replica1 stopped failed ({} of 40):\n  {}\npggate log:\n{}",
+        errors.len(),
+        errors.join("\n  "),
+        context()
+    );
+    assert!(
+        ports.iter().all(|p| *p == replica2),
+        "every read should run on replica2, got ports {ports:?}"
+    );
+    // Reads pick either replica at random: without marking it down at the
+    // first refused connection, about half of them would try replica1 first.
+    let log = gate.log_contents();
+    let attempts = log
+        .lines()
+        .filter(|l| l.contains("login to backend \"replica1\""))
+        .count();
+    let marked = log
+        .lines()
+        .filter(|l| l.contains("backend \"replica1\" marked down"))
+        .count();
+    assert!(
+        (1..=2).contains(&attempts) && marked == 1,
+        "expected one or two failed connections to replica1 and one `marked down` line, \
+         got {attempts} and {marked}; pggate log:\n{}",
+        context()
+    );
+}
+
+#[test]
 fn with_both_replicas_stopped_reads_succeed_on_the_primary() {
     let cluster = Cluster::shared();
     let faults = Faults::take(cluster);

@@ -1,7 +1,9 @@
 //! The published health of every configured backend: whether it is up,
 //! whether it is the primary, how far behind it replays, and counters for
 //! the metrics. Workers read it on the hot path, so every value is a plain
-//! atomic (no locks, no allocation); the health checker is the only writer.
+//! atomic (no locks, no allocation); the health checker writes it, and a
+//! worker that could not connect to a replica takes it down early
+//! ([`BackendState::suspect`]).
 //!
 //! Each value is current on its own: a reader may see a new role together
 //! with the previous round's lag, which is harmless because the next round
@@ -123,6 +125,14 @@ impl BackendState {
             (false, true) => Some(Transition::CameUp),
             _ => None,
         }
+    }
+
+    /// Takes the backend out of use after a connection to it failed outside
+    /// the probes, without waiting for `failures` probes to fail: until the
+    /// next good probe brings it back (as after a failed probe). Returns
+    /// whether it was up until now, so the caller logs it once.
+    pub fn suspect(&self) -> bool {
+        self.up.swap(false, Ordering::Relaxed)
     }
 
     /// Sets the detected role; returns whether it changed.

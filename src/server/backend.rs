@@ -721,7 +721,33 @@ impl Worker {
                     }
                 }
             }
-            Login::Own { .. } => self.own_login_failed(bk, reason, false),
+            Login::Own { .. } => {
+                let index = b.index;
+                self.suspect_replica(index, &name, reason);
+                self.own_login_failed(bk, reason, false)
+            }
+        }
+    }
+
+    /// A replica a new connection could not reach leaves the read rotation at
+    /// once, instead of every read trying it first until the probes notice
+    /// (up to `health.failures` intervals); its next good probe brings it
+    /// back. The primary is left to the probes.
+    fn suspect_replica(&self, index: usize, name: &str, reason: &str) {
+        if Some(index) == self.topo.primary() {
+            return;
+        }
+        if self
+            .topo
+            .health
+            .backends
+            .get(index)
+            .is_some_and(|state| state.suspect())
+        {
+            log::warn!(
+                "backend \"{name}\" marked down: a connection to it failed ({reason}); \
+                 the next good health check brings it back"
+            );
         }
     }
 
