@@ -43,6 +43,20 @@ fn fresh_read_port(gate: &PgGate, db: &str) -> Result<u16, String> {
     read_port(&mut try_connect(gate, db)?)
 }
 
+/// `n` reads, each on a fresh connection through `gate`: where those that
+/// ran did, and what went wrong with the others.
+fn fresh_reads(gate: &PgGate, n: usize) -> (Vec<u16>, Vec<String>) {
+    let mut ports = Vec::new();
+    let mut errors = Vec::new();
+    for i in 0..n {
+        match fresh_read_port(gate, "postgres") {
+            Ok(port) => ports.push(port),
+            Err(e) => errors.push(format!("read {i}: {e}")),
+        }
+    }
+    (ports, errors)
+}
+
 /// Polls fresh-connection reads until one runs on `port`; the time it took.
 fn wait_read_reaches(gate: &PgGate, port: u16, limit: Duration) -> Result<Duration, String> {
     let started = Instant::now();
@@ -149,14 +163,7 @@ fn with_one_replica_stopped_reads_succeed_on_the_other_and_it_returns_after_rest
         .unwrap_or_else(|e| panic!("before any fault: {e}"));
 
     faults.stop("replica1");
-    let mut ports = Vec::new();
-    let mut errors = Vec::new();
-    for i in 0..40 {
-        match fresh_read_port(&gate, "postgres") {
-            Ok(port) => ports.push(port),
-            Err(e) => errors.push(format!("read {i}: {e}")),
-        }
-    }
+    let (ports, errors) = fresh_reads(&gate, 40);
     assert!(
         errors.is_empty(),
         "reads with replica1 stopped failed ({} of 40):\n  {}\npggate log:\n{}",
@@ -201,14 +208,7 @@ fn a_replica_that_refuses_a_connection_leaves_the_rotation_at_once() {
         .unwrap_or_else(|e| panic!("before any fault: {e}"));
 
     faults.stop("replica1");
-    let mut ports = Vec::new();
-    let mut errors = Vec::new();
-    for i in 0..40 {
-        match fresh_read_port(&gate, "postgres") {
-            Ok(port) => ports.push(port),
-            Err(e) => errors.push(format!("read {i}: {e}")),
-        }
-    }
+    let (ports, errors) = fresh_reads(&gate, 40);
     let context = || log_lines(&gate, &["replica1"], 30);
     assert!(
         errors.is_empty(),
