@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::raw::{self, Ending, RawConn};
 use common::tools::{self, run_with_timeout};
 use common::{
-    describe_error, pggate_bin, random_hex, server_port, simple_rows, simple_value, Cluster,
+    describe_error, pggate_bin, random_hex, server_port, simple_rows, simple_value, tail, Cluster,
     GateFiles, PgGate, CLEAR_USER, MD5_USER, SCRAM_USER,
 };
 
@@ -1034,4 +1034,117 @@ fn garbage_gets_an_error_or_a_close_and_others_are_served() {
     still_serving(&mut bystander, "everything");
     let mut fresh = gate.connect("postgres", "postgres");
     still_serving(&mut fresh, "everything, new client");
+}
+
+/// A client connection whose socket has a 4 KiB receive buffer, set before
+/// connecting so that the TCP window stays small: PgGate's writes to it back
+/// up almost at once, as they would to a slow client far away.
+fn small_window_conn(port: u16) -> RawConn {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket calls on a descriptor made here; it is owned by
+    // the `OwnedFd` as soon as it exists, so every path closes it.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        OwnedFd::from_raw_fd(fd)
+    };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let size: libc::c_int = 4096;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: the option value and the address are live locals of the
+    // sizes passed.
+    unsafe {
+        let r = libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of_val(&size) as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let r = libc::connect(
+            raw,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(&addr) as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+    }
+    let stream = std::net::TcpStream::from(fd);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set read timeout");
+    RawConn {
+        stream,
+        backend_key: None,
+        parameters: Vec::new(),
+    }
+}
+
+/// Reads raw bytes from `conn` until the stream ends in a ReadyForQuery
+/// (without parsing the result: a 12 MB DataRow arrives 8 KiB at a time
+/// through a small window); returns how many bytes came.
+fn read_bytes_until_ready(conn: &mut RawConn, limit: Duration) -> usize {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let mut tail: Vec<u8> = Vec::new();
+    let mut total = 0;
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no ReadyForQuery within {limit:?} ({total} bytes read)"
+        );
+        let n = conn.stream.read(&mut buf).expect("read the big result");
+        assert!(n > 0, "PgGate closed the connection after {total} bytes");
+        total += n;
+        tail.extend_from_slice(&buf[..n]);
+        let keep = tail.len().saturating_sub(6);
+        tail.drain(..keep);
+        if tail == b"Z\0\0\0\x05I" {
+            return total;
+        }
+    }
+}
+
+#[test]
+fn a_connection_released_while_its_client_lagged_behind_serves_the_next_query() {
+    let cluster = Cluster::shared();
+    // One connection, so every query here runs on the same one.
+    let gate = PgGate::start(
+        cluster,
+        "[pool]\nsize = 1\n\n[routing]\nreads = \"primary\"\n",
+    );
+    let mut conn = small_window_conn(gate.port);
+    conn.login("postgres", "postgres");
+    for round in 1..=3 {
+        // PgGate stops reading the server while more than its high-water
+        // mark waits for this client, and the result's end (with
+        // ReadyForQuery) arrives while it is still queued: the connection
+        // goes back to the pool then, and must not stay paused.
+        conn.send(&raw::query_message("SELECT repeat('x', 12000000)"))
+            .expect("send the big query");
+        // Not reading for a while lets PgGate's output to this client back up.
+        thread::sleep(Duration::from_millis(200));
+        let total = read_bytes_until_ready(&mut conn, Duration::from_secs(30));
+        assert!(total > 12_000_000, "round {round}: only {total} bytes");
+        // Every write PgGate had queued for this client is done: no later
+        // "writable" event can resume the connection by chance.
+        thread::sleep(Duration::from_millis(100));
+        conn.send(&raw::query_message("SELECT 41 + 1"))
+            .expect("send the small query");
+        let reply = conn.read_until_readies_within(1, Duration::from_secs(5));
+        let rows: Vec<_> = reply.iter().filter(|m| m.tag == b'D').collect();
+        assert!(
+            rows.len() == 1 && rows[0].data_row() == vec![Some("42".to_string())],
+            "round {round}: the query after a big result got {reply:?}\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+    }
 }

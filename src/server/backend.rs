@@ -1127,6 +1127,10 @@ impl Worker {
         }
         if status == b'I' && !c.unsynced && !(pinned && on_primary) {
             c.backend = None;
+            // Reading was paused for this client's output, which may still be
+            // queued; it no longer waits on this connection. Left paused, the
+            // connection would never read its next client's replies.
+            b.read_paused = false;
             if hold && on_primary && !b.dirty && !b.cancel_sent {
                 b.state = BackendState::Held;
                 c.held = Some(bk);
