@@ -238,6 +238,8 @@ impl Worker {
         };
         b.state = BackendState::Idle;
         b.client = None;
+        // A pause for a client's backed-up output ends with that client.
+        b.read_paused = false;
         b.idle_since = self.now;
         let pools = b.pools.clone();
         let index = b.index;

@@ -1331,6 +1331,9 @@ impl Worker {
             return;
         };
         b.client = None;
+        // Its output no longer waits for anyone: the replies to a ROLLBACK or
+        // DISCARD ALL sent below must be read.
+        b.read_paused = false;
         if in_flight {
             // Stop the statement rather than let it run on for nobody.
             if let Some((pid, secret)) = b.key {
