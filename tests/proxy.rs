@@ -1087,6 +1087,19 @@ fn small_window_conn(port: u16) -> RawConn {
     }
 }
 
+/// `SELECT 41 + 1` on `conn` answers 42 within 10 s (`when` names the moment).
+fn answers_42(conn: &mut RawConn, gate: &PgGate, when: &str) {
+    conn.send(&raw::query_message("SELECT 41 + 1"))
+        .expect("send the small query");
+    let reply = conn.read_until_readies_within(1, Duration::from_secs(10));
+    let rows: Vec<_> = reply.iter().filter(|m| m.tag == b'D').collect();
+    assert!(
+        rows.len() == 1 && rows[0].data_row() == vec![Some("42".to_string())],
+        "{when}: SELECT 41 + 1 got {reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+}
+
 /// Reads raw bytes from `conn` until the stream ends in a ReadyForQuery
 /// (without parsing the result: a 12 MB DataRow arrives 8 KiB at a time
 /// through a small window); returns how many bytes came.
@@ -1137,14 +1150,51 @@ fn a_connection_released_while_its_client_lagged_behind_serves_the_next_query() 
         // Every write PgGate had queued for this client is done: no later
         // "writable" event can resume the connection by chance.
         thread::sleep(Duration::from_millis(100));
-        conn.send(&raw::query_message("SELECT 41 + 1"))
-            .expect("send the small query");
-        let reply = conn.read_until_readies_within(1, Duration::from_secs(5));
-        let rows: Vec<_> = reply.iter().filter(|m| m.tag == b'D').collect();
-        assert!(
-            rows.len() == 1 && rows[0].data_row() == vec![Some("42".to_string())],
-            "round {round}: the query after a big result got {reply:?}\n{}",
-            tail(&gate.log_contents(), 20)
+        answers_42(
+            &mut conn,
+            &gate,
+            &format!("round {round}, after a big result"),
+        );
+    }
+}
+
+#[test]
+fn a_client_that_left_mid_transaction_with_output_backed_up_frees_its_connection() {
+    let cluster = Cluster::shared();
+    // One connection, so the next client needs that very one back, after
+    // PgGate has rolled back the transaction the first one left open.
+    let gate = PgGate::start(
+        cluster,
+        "[pool]\nsize = 1\ncheckout_timeout = \"3s\"\n\n[routing]\nreads = \"primary\"\n",
+    );
+    use std::io::Read;
+    const RESULT: usize = 12_000_000;
+    // Leave with this much of the result unread: somewhere in the sweep the
+    // server's ReadyForQuery has reached PgGate while the rest of the result
+    // is still queued for the client.
+    for unread_kib in (256..=6144).step_by(512) {
+        let mut conn = small_window_conn(gate.port);
+        conn.login("postgres", "postgres");
+        conn.send(&raw::query_message(&format!(
+            "BEGIN; SELECT repeat('x', {RESULT})"
+        )))
+        .expect("send the big query");
+        let stop_at = RESULT - unread_kib * 1024;
+        let mut total = 0;
+        let mut buf = vec![0u8; 8 * 1024];
+        while total < stop_at {
+            let n = conn.stream.read(&mut buf).expect("read the big result");
+            assert!(n > 0, "PgGate closed the connection after {total} bytes");
+            total += n;
+        }
+        thread::sleep(Duration::from_millis(50));
+        drop(conn);
+        let mut next = RawConn::connect(gate.port);
+        next.login("postgres", "postgres");
+        answers_42(
+            &mut next,
+            &gate,
+            &format!("the next client, after one left with {unread_kib} KiB unread"),
         );
     }
 }
