@@ -1198,3 +1198,67 @@ fn a_client_that_left_mid_transaction_with_output_backed_up_frees_its_connection
         );
     }
 }
+
+/// Sends `signal` to a server process (the tests run as root).
+fn signal_server(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a process id and a signal number; no memory is
+    // shared.
+    let r = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn a_server_that_dies_under_a_large_pipelined_batch_leaves_the_client_usable() {
+    let cluster = Cluster::shared();
+    // One connection, so the big query runs on the server process whose
+    // id the first query reports.
+    let gate = PgGate::start(
+        cluster,
+        "[pool]\nsize = 1\n\n[routing]\nreads = \"primary\"\n",
+    );
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", "postgres");
+    let pid: i32 = conn
+        .query("SELECT pg_backend_pid()")
+        .iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| m.data_row().first().cloned().flatten())
+        .and_then(|p| p.parse().ok())
+        .expect("the server's process id");
+    // A stopped server takes nothing: what PgGate forwards backs up, and it
+    // stops reading this client for a while.
+    signal_server(pid, libc::SIGSTOP);
+    // Once it runs again it reads this, then ends its own session (57P01).
+    let big = format!(
+        "SELECT pg_terminate_backend(pg_backend_pid()), length('{}')",
+        "x".repeat(8_000_000)
+    );
+    conn.send(&raw::query_message(&big))
+        .expect("send the big query");
+    thread::sleep(Duration::from_millis(300));
+    // Pipelined behind it, on the same connection.
+    conn.send(&raw::query_message("SELECT 1"))
+        .expect("send the pipelined query");
+    thread::sleep(Duration::from_millis(200));
+    signal_server(pid, libc::SIGCONT);
+    // Both batches end (each with its ReadyForQuery): the server's own
+    // FATAL is passed on, and what it did not answer fails with 08006.
+    let reply = conn.read_until_readies_within(2, Duration::from_secs(10));
+    let readies = reply.iter().filter(|m| m.tag == b'Z').count();
+    let lost = reply
+        .iter()
+        .filter(|m| m.tag == b'E' && m.sqlstate().as_deref() == Some("08006"))
+        .count();
+    assert!(
+        readies == 2 && lost >= 1,
+        "after the server died under a pipelined batch: {reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    // The session goes on, on a new connection.
+    answers_42(&mut conn, &gate, "after the server died");
+}
