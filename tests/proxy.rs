@@ -1036,6 +1036,15 @@ fn garbage_gets_an_error_or_a_close_and_others_are_served() {
     still_serving(&mut fresh, "everything, new client");
 }
 
+/// PgGate with one pooled connection to the primary, which every query
+/// here then runs on (`pool_extra`: more `[pool]` keys).
+fn one_connection_gate(cluster: &Cluster, pool_extra: &str) -> PgGate {
+    PgGate::start(
+        cluster,
+        &format!("[pool]\nsize = 1\n{pool_extra}\n[routing]\nreads = \"primary\"\n"),
+    )
+}
+
 /// A client connection whose socket has a 4 KiB receive buffer, set before
 /// connecting so that the TCP window stays small: PgGate's writes to it back
 /// up almost at once, as they would to a slow client far away.
@@ -1130,10 +1139,7 @@ fn read_bytes_until_ready(conn: &mut RawConn, limit: Duration) -> usize {
 fn a_connection_released_while_its_client_lagged_behind_serves_the_next_query() {
     let cluster = Cluster::shared();
     // One connection, so every query here runs on the same one.
-    let gate = PgGate::start(
-        cluster,
-        "[pool]\nsize = 1\n\n[routing]\nreads = \"primary\"\n",
-    );
+    let gate = one_connection_gate(cluster, "");
     let mut conn = small_window_conn(gate.port);
     conn.login("postgres", "postgres");
     for round in 1..=3 {
@@ -1163,10 +1169,7 @@ fn a_client_that_left_mid_transaction_with_output_backed_up_frees_its_connection
     let cluster = Cluster::shared();
     // One connection, so the next client needs that very one back, after
     // PgGate has rolled back the transaction the first one left open.
-    let gate = PgGate::start(
-        cluster,
-        "[pool]\nsize = 1\ncheckout_timeout = \"3s\"\n\n[routing]\nreads = \"primary\"\n",
-    );
+    let gate = one_connection_gate(cluster, "checkout_timeout = \"3s\"\n");
     use std::io::Read;
     const RESULT: usize = 12_000_000;
     // Leave with this much of the result unread: somewhere in the sweep the
@@ -1199,6 +1202,16 @@ fn a_client_that_left_mid_transaction_with_output_backed_up_frees_its_connection
     }
 }
 
+/// The process id of the server `conn` is on now.
+fn server_pid(conn: &mut RawConn) -> i32 {
+    conn.query("SELECT pg_backend_pid()")
+        .iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| m.data_row().first().cloned().flatten())
+        .and_then(|p| p.parse().ok())
+        .expect("the server's process id")
+}
+
 /// Sends `signal` to a server process (the tests run as root).
 fn signal_server(pid: i32, signal: libc::c_int) {
     // SAFETY: kill(2) with a process id and a signal number; no memory is
@@ -1217,19 +1230,10 @@ fn a_server_that_dies_under_a_large_pipelined_batch_leaves_the_client_usable() {
     let cluster = Cluster::shared();
     // One connection, so the big query runs on the server process whose
     // id the first query reports.
-    let gate = PgGate::start(
-        cluster,
-        "[pool]\nsize = 1\n\n[routing]\nreads = \"primary\"\n",
-    );
+    let gate = one_connection_gate(cluster, "");
     let mut conn = RawConn::connect(gate.port);
     conn.login("postgres", "postgres");
-    let pid: i32 = conn
-        .query("SELECT pg_backend_pid()")
-        .iter()
-        .find(|m| m.tag == b'D')
-        .and_then(|m| m.data_row().first().cloned().flatten())
-        .and_then(|p| p.parse().ok())
-        .expect("the server's process id");
+    let pid = server_pid(&mut conn);
     // A stopped server takes nothing: what PgGate forwards backs up, and it
     // stops reading this client for a while.
     signal_server(pid, libc::SIGSTOP);
@@ -1261,4 +1265,41 @@ fn a_server_that_dies_under_a_large_pipelined_batch_leaves_the_client_usable() {
     );
     // The session goes on, on a new connection.
     answers_42(&mut conn, &gate, "after the server died");
+}
+
+#[test]
+fn a_client_paused_behind_a_server_that_is_terminated_is_read_again() {
+    let cluster = Cluster::shared();
+    let gate = one_connection_gate(cluster, "");
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", "postgres");
+    let pid = server_pid(&mut conn);
+    // The server sleeps and reads nothing, so the 8 MB query pipelined
+    // behind the sleep backs up in PgGate, which stops reading this client:
+    // the third query stays in the client's socket.
+    conn.send(&raw::query_message("SELECT pg_sleep(30)"))
+        .expect("send the sleep");
+    let big = format!("SELECT length('{}')", "x".repeat(8_000_000));
+    conn.send(&raw::query_message(&big))
+        .expect("send the big query");
+    thread::sleep(Duration::from_millis(300));
+    conn.send(&raw::query_message("SELECT 41 + 1"))
+        .expect("send the small query");
+    thread::sleep(Duration::from_millis(200));
+    let mut direct = cluster.connect_direct(cluster.primary_port, "postgres", "postgres");
+    direct
+        .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
+        .expect("terminate the sleeping server process");
+    // The two batches on the lost server fail; the third is read and runs
+    // on a new connection.
+    let reply = conn.read_until_readies_within(3, Duration::from_secs(10));
+    let readies = reply.iter().filter(|m| m.tag == b'Z').count();
+    let answered = reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.data_row() == vec![Some("42".to_string())]);
+    assert!(
+        readies == 3 && answered,
+        "after the server was terminated under a paused client: {reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
 }

@@ -1283,6 +1283,7 @@ impl Worker {
                     requeue_retry(c);
                     log::info!("backend \"{name}\" lost during a read; sending it again elsewhere");
                     self.client_input(ck);
+                    self.resume_client(ck);
                     return;
                 }
                 if tx != b'I' || pinned {
@@ -1314,8 +1315,23 @@ impl Worker {
                     self.send_client(ck, &out);
                 }
                 self.client_input(ck);
+                self.resume_client(ck);
             }
             _ => self.close_backend(bk, why),
+        }
+    }
+
+    /// Reading a client was paused while its lost backend could not take
+    /// more: nothing else resumes it now, and the rest of its batch (up to
+    /// the Sync that gets its ReadyForQuery) and the batches after it are
+    /// still to be read. Edge-triggered: read at once.
+    fn resume_client(&mut self, ck: usize) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        if c.read_paused && c.backend.is_none() {
+            c.read_paused = false;
+            self.read_client(ck);
         }
     }
 
