@@ -1460,66 +1460,57 @@ fn hold_for_retry(
     loop {
         // A result (a row, completion, COPY, ...) decides at its header: it
         // is never buffered whole, however large.
-        match b.rbuf.get(p) {
-            None => return Ok(Held::Waiting),
-            Some(&t)
-                if !matches!(
-                    t,
-                    tag::ROW_DESCRIPTION
-                        | tag::NOTICE_RESPONSE
-                        | tag::PARAMETER_STATUS
-                        | tag::PARSE_COMPLETE
-                        | tag::BIND_COMPLETE
-                        | tag::PARAMETER_DESCRIPTION
-                        | tag::NO_DATA
-                        | tag::ERROR_RESPONSE
-                ) =>
-            {
-                c.retry_armed = false;
-                return Ok(Held::Forward);
-            }
-            Some(_) => {}
+        let Some(&t) = b.rbuf.get(p) else {
+            return Ok(Held::Waiting);
+        };
+        if !comes_before_result(t) && t != tag::ERROR_RESPONSE {
+            c.retry_armed = false;
+            return Ok(Held::Forward);
         }
         let Some((t, len)) = whole_frame(&b.rbuf[p..])? else {
             return Ok(Held::Waiting);
         };
+        if comes_before_result(t) {
+            p += len;
+            continue;
+        }
+        // An ErrorResponse.
+        let fields = protocol::parse_error_fields(&b.rbuf[p + 5..p + len]);
         let one_batch = b
             .replies
             .iter()
             .filter(|r| matches!(r, Reply::Ready(_) | Reply::LocalReady { .. }))
             .count()
             == 1;
-        match t {
-            tag::ROW_DESCRIPTION
+        if (fields.severity == "FATAL" || fields.code.starts_with("57P")) && one_batch {
+            // The server is going away (shutdown, crash, terminated):
+            // keep the read for another backend once the socket closes.
+            b.rbuf.drain(..p + len);
+            return Ok(Held::Waiting);
+        }
+        c.retry_armed = false;
+        // Only when nothing else is queued behind it on this connection.
+        if fields.code == "25006" && retry_read_only && !on_primary && b.replies.len() == 1 {
+            b.swallow_to_ready = true;
+            return hold_for_retry(c, b, on_primary, retry_read_only);
+        }
+        return Ok(Held::Forward);
+    }
+}
+
+/// Messages a server may send before a statement's result (or its error):
+/// a held read waits past them.
+fn comes_before_result(t: u8) -> bool {
+    matches!(
+        t,
+        tag::ROW_DESCRIPTION
             | tag::NOTICE_RESPONSE
             | tag::PARAMETER_STATUS
             | tag::PARSE_COMPLETE
             | tag::BIND_COMPLETE
             | tag::PARAMETER_DESCRIPTION
-            | tag::NO_DATA => p += len,
-            tag::ERROR_RESPONSE => {
-                let fields = protocol::parse_error_fields(&b.rbuf[p + 5..p + len]);
-                if (fields.severity == "FATAL" || fields.code.starts_with("57P")) && one_batch {
-                    // The server is going away (shutdown, crash, terminated):
-                    // keep the read for another backend once the socket closes.
-                    b.rbuf.drain(..p + len);
-                    return Ok(Held::Waiting);
-                }
-                let code = fields.code;
-                c.retry_armed = false;
-                // Only when nothing else is queued behind it on this connection.
-                if code == "25006" && retry_read_only && !on_primary && b.replies.len() == 1 {
-                    b.swallow_to_ready = true;
-                    return hold_for_retry(c, b, on_primary, retry_read_only);
-                }
-                return Ok(Held::Forward);
-            }
-            _ => {
-                c.retry_armed = false;
-                return Ok(Held::Forward);
-            }
-        }
-    }
+            | tag::NO_DATA
+    )
 }
 
 /// The first column of a DataRow body as text.

@@ -314,6 +314,17 @@ impl Worker {
         if let Some(s) = self.clients.get_mut(ck).and_then(|c| c.session.as_mut()) {
             s.relay_startup = startup.clone();
         }
+        self.open_relay(ck, primary, pools, startup);
+    }
+
+    /// Opens the connection to the primary that relays the client's login.
+    fn open_relay(
+        &mut self,
+        ck: usize,
+        primary: usize,
+        pools: Arc<super::shared::UserPools>,
+        startup: Vec<u8>,
+    ) {
         match self.open_backend(primary, pools, Login::Relay { client: ck }, startup, None) {
             Ok(bk) => {
                 if let Some(c) = self.clients.get_mut(ck) {
@@ -350,22 +361,7 @@ impl Worker {
             return;
         };
         let primary = self.primary_index();
-        match self.open_backend(primary, pools, Login::Relay { client: ck }, startup, None) {
-            Ok(bk) => {
-                if let Some(c) = self.clients.get_mut(ck) {
-                    c.state = ClientState::Authenticating { relay: bk };
-                }
-                self.client_input(ck);
-            }
-            Err(e) => {
-                let name = self.topo.backends[primary].name.clone();
-                self.fatal(
-                    ck,
-                    "08001",
-                    &format!("could not connect to backend \"{name}\": {e}"),
-                );
-            }
-        }
+        self.open_relay(ck, primary, pools, startup);
     }
 
     /// During the relayed login the client may only send authentication responses.
