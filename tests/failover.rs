@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use common::faults::{Faults, Pair, PAIR_PRIMARY, PAIR_REPLICA};
 use common::ops::{http_get, sample_value};
-use common::{describe_error, free_port, random_hex, tail, Cluster, PgGate};
+use common::{
+    db_error, describe_error, free_port, log_lines, new_database, on_primary_in, random_hex, tail,
+    Cluster, PgGate,
+};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -78,39 +81,6 @@ fn wait_read_reaches(gate: &PgGate, port: u16, limit: Duration) -> Result<Durati
     ))
 }
 
-/// `(SQLSTATE, message)` of a server-style error, if the error is one.
-fn db_error(e: &postgres::Error) -> Option<(String, String)> {
-    e.as_db_error()
-        .map(|db| (db.code().code().to_string(), db.message().to_string()))
-}
-
-/// The lines of PgGate's log that mention any of `words` (the last `max`),
-/// with runs of the same message folded into one line and a count.
-fn log_lines(gate: &PgGate, words: &[&str], max: usize) -> String {
-    let log = gate.log_contents();
-    let mut folded: Vec<(String, usize)> = Vec::new();
-    for line in log
-        .lines()
-        .filter(|line| words.iter().any(|w| line.contains(w)))
-    {
-        // Lines start with an `HH:MM:SS ` timestamp.
-        let message = line.get(9..).unwrap_or(line);
-        match folded.last_mut() {
-            Some((last, count)) if last.get(9..).unwrap_or(last) == message => *count += 1,
-            _ => folded.push((line.to_string(), 1)),
-        }
-    }
-    let start = folded.len().saturating_sub(max);
-    folded[start..]
-        .iter()
-        .map(|(line, count)| match count {
-            1 => line.clone(),
-            n => format!("{line}   (x{n})"),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Ends the test process if a test runs longer than `limit`: a client
 /// waiting forever for an answer would otherwise hang the whole run. The
 /// cluster's watchdog stops the servers and PgGate once the process is gone.
@@ -135,19 +105,6 @@ impl Deadline {
 }
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
-
-/// A new database (owned by `postgres`) for one test, on every server.
-fn new_database(cluster: &Cluster, prefix: &str) -> String {
-    let db = format!("{prefix}_{}", random_hex(8));
-    cluster.create_database(&db, "postgres");
-    db
-}
-
-/// Runs `sql` directly on the primary in `db` (setup, not through PgGate).
-fn on_primary(cluster: &Cluster, db: &str, sql: &str) -> Rows {
-    let mut client = cluster.connect_direct(cluster.primary_port, "postgres", db);
-    rows(&mut client, sql).unwrap_or_else(|e| panic!("{sql:?} on the primary: {e}"))
-}
 
 #[test]
 fn with_one_replica_stopped_reads_succeed_on_the_other_and_it_returns_after_restart() {
@@ -293,7 +250,7 @@ fn with_the_primary_stopped_reads_go_on_and_writes_fail_clearly_then_recover() {
         TEST_LIMIT,
     );
     let db = new_database(cluster, "fo_primary");
-    on_primary(cluster, &db, "CREATE TABLE t (n int)");
+    on_primary_in(cluster, &db, "CREATE TABLE t (n int)");
     cluster.wait_replicas_caught_up();
     let gate = PgGate::start(cluster, HEALTH);
     // Logins are relayed to the primary, so the session opens first.
@@ -301,7 +258,7 @@ fn with_the_primary_stopped_reads_go_on_and_writes_fail_clearly_then_recover() {
     rows(&mut session, "INSERT INTO t VALUES (0)").expect("a write before the fault");
     // The test cluster commits asynchronously (synchronous_commit = off): make
     // the acknowledged row durable before the crash, or the server may lose it.
-    on_primary(cluster, &db, "CHECKPOINT");
+    on_primary_in(cluster, &db, "CHECKPOINT");
 
     faults.stop("primary");
     let mut problems = Vec::new();
@@ -396,7 +353,7 @@ fn with_the_primary_stopped_reads_go_on_and_writes_fail_clearly_then_recover() {
         failures
     );
     assert_eq!(
-        on_primary(cluster, &db, "SELECT n FROM t ORDER BY n"),
+        on_primary_in(cluster, &db, "SELECT n FROM t ORDER BY n"),
         vec![
             vec![Some("0".to_string())],
             vec![Some("2".to_string())],
@@ -414,7 +371,7 @@ fn a_lagging_replica_stops_getting_reads() {
     let _deadline = Deadline::new("a_lagging_replica_stops_getting_reads", TEST_LIMIT);
     let [primary, replica1, replica2] = cluster.all_ports();
     let db = new_database(cluster, "fo_lag");
-    on_primary(cluster, &db, "CREATE TABLE lag_t (n int)");
+    on_primary_in(cluster, &db, "CREATE TABLE lag_t (n int)");
     cluster.wait_replicas_caught_up();
     let gate = PgGate::start(
         cluster,
@@ -494,7 +451,7 @@ fn a_writing_function_in_no_list_is_retried_on_the_primary_and_writes_once() {
         TEST_LIMIT,
     );
     let db = new_database(cluster, "fo_func");
-    on_primary(
+    on_primary_in(
         cluster,
         &db,
         "CREATE TABLE f_log (n int); \
@@ -520,7 +477,7 @@ fn a_writing_function_in_no_list_is_retried_on_the_primary_and_writes_once() {
         }
         markers.push(marker);
     }
-    let logged = on_primary(cluster, &db, "SELECT count(*) FROM f_log");
+    let logged = on_primary_in(cluster, &db, "SELECT count(*) FROM f_log");
     if logged != vec![vec![Some("5".to_string())]] {
         problems.push(format!(
             "f_log on the primary holds {logged:?} rows after 5 calls; expected exactly 5 \
@@ -593,7 +550,7 @@ fn read_your_writes_sees_every_insert_even_with_a_paused_replica() {
     );
     let replica1 = cluster.replica_ports[0];
     let db = new_database(cluster, "fo_ryw");
-    on_primary(cluster, &db, "CREATE TABLE ryw (v text PRIMARY KEY)");
+    on_primary_in(cluster, &db, "CREATE TABLE ryw (v text PRIMARY KEY)");
     cluster.wait_replicas_caught_up();
     let gate = PgGate::start(
         cluster,
@@ -673,7 +630,7 @@ fn terminating_idle_backends_leaves_sessions_working_and_a_terminated_transactio
     let faults = Faults::take(cluster);
     let _deadline = Deadline::new("terminating_idle_backends_leaves_sessions_working_and_a_terminated_transaction_errors_only_its_client", TEST_LIMIT);
     let db = new_database(cluster, "fo_term");
-    on_primary(cluster, &db, "CREATE TABLE t (n int)");
+    on_primary_in(cluster, &db, "CREATE TABLE t (n int)");
     cluster.wait_replicas_caught_up();
     let gate = PgGate::start(cluster, HEALTH);
 
@@ -776,7 +733,7 @@ fn terminating_idle_backends_leaves_sessions_working_and_a_terminated_transactio
         Ok(_) => {}
         Err(e) => problems.push(format!("a new client's write failed: {e}")),
     }
-    let committed = on_primary(cluster, &db, "SELECT n FROM t ORDER BY n");
+    let committed = on_primary_in(cluster, &db, "SELECT n FROM t ORDER BY n");
     let expected: Rows = [1, 2, 5, 6]
         .iter()
         .map(|n| vec![Some(n.to_string())])

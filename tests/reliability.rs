@@ -32,7 +32,7 @@
 mod common;
 
 use common::{
-    try_read_port as read_port, try_rows as rows, try_value as value, Rows, FAST_HEALTH as HEALTH,
+    try_read_port as read_port, try_rows as rows, try_value as value, FAST_HEALTH as HEALTH,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,54 +44,10 @@ use std::time::{Duration, Instant};
 use common::faults::{self, Faults};
 use common::raw::{self, Message, RawConn};
 use common::stress::{self, Frozen, XorShift};
-use common::{describe_error, random_hex, tail, Cluster, GateFiles, PgGate};
-
-/// `(SQLSTATE, message)` of a server-style error, if the error is one.
-fn db_error(e: &postgres::Error) -> Option<(String, String)> {
-    e.as_db_error()
-        .map(|db| (db.code().code().to_string(), db.message().to_string()))
-}
-
-/// The lines of PgGate's log that mention any of `words` (the last `max`),
-/// with runs of the same message (timestamps aside) collapsed into one
-/// line and a count.
-fn log_lines(gate: &PgGate, words: &[&str], max: usize) -> String {
-    let log = gate.log_contents();
-    let mut lines: Vec<(String, String, usize)> = Vec::new();
-    for line in log.lines().filter(|l| words.iter().any(|w| l.contains(w))) {
-        // "HH:MM:SS [LEVEL] message"
-        let (stamp, message) = line.split_once(' ').unwrap_or(("", line));
-        match lines.last_mut() {
-            Some((_, last, n)) if last == message => *n += 1,
-            _ => lines.push((stamp.to_string(), message.to_string(), 1)),
-        }
-    }
-    let text: Vec<String> = lines
-        .into_iter()
-        .map(|(stamp, message, n)| {
-            if n > 1 {
-                format!("{stamp} {message}  (×{n})")
-            } else {
-                format!("{stamp} {message}")
-            }
-        })
-        .collect();
-    tail(&text.join("\n"), max)
-}
-
-/// A new database (owned by `postgres`) for one test, on every server.
-fn new_database(cluster: &Cluster, prefix: &str) -> String {
-    let db = format!("{prefix}_{}", random_hex(8));
-    cluster.create_database(&db, "postgres");
-    db
-}
-
-/// Runs `sql` directly on the primary in `db` (setup and checks, not
-/// through PgGate).
-fn on_primary(cluster: &Cluster, db: &str, sql: &str) -> Rows {
-    let mut client = cluster.connect_direct(cluster.primary_port, "postgres", db);
-    rows(&mut client, sql).unwrap_or_else(|e| panic!("{sql:?} on the primary: {e}"))
-}
+use common::{
+    db_error, describe_error, log_lines, new_database, on_primary_in, random_hex, tail, Cluster,
+    GateFiles, PgGate,
+};
 
 fn sleep_until(started: Instant, at: Duration) {
     if let Some(left) = at.checked_sub(started.elapsed()) {
@@ -224,6 +180,37 @@ fn wait_raw_read_reaches(gate_port: u16, port: u16, limit: Duration) -> Result<D
     ))
 }
 
+/// When [`bounce_replica1`] stopped replica1 and started it again (since
+/// the load started).
+struct Bounce {
+    killed_at: Duration,
+    down_from: Duration,
+    down_until: Duration,
+    restarted_at: Duration,
+}
+
+/// The fault of the replica tests, under load that began at `started`:
+/// replica1 stopped at 1.5 s and started again at 3.5 s; at 6 s the load is
+/// told to `stop`.
+fn bounce_replica1(faults: &Faults<'_>, started: Instant, stop: &AtomicBool) -> Bounce {
+    sleep_until(started, Duration::from_millis(1500));
+    let killed_at = started.elapsed();
+    faults.stop("replica1");
+    let down_from = started.elapsed();
+    sleep_until(started, Duration::from_millis(3500));
+    let down_until = started.elapsed();
+    faults.start("replica1");
+    let restarted_at = started.elapsed();
+    sleep_until(started, Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    Bounce {
+        killed_at,
+        down_from,
+        down_until,
+        restarted_at,
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -293,16 +280,12 @@ fn reads_survive_a_replica_killed_and_restarted_under_load() {
         })
         .collect();
 
-    sleep_until(started, Duration::from_millis(1500));
-    let killed_at = started.elapsed();
-    faults.stop("replica1");
-    let down_from = started.elapsed();
-    sleep_until(started, Duration::from_millis(3500));
-    let down_until = started.elapsed();
-    faults.start("replica1");
-    let restarted_at = started.elapsed();
-    sleep_until(started, Duration::from_secs(6));
-    stop.store(true, Ordering::Relaxed);
+    let Bounce {
+        killed_at,
+        down_from,
+        down_until,
+        restarted_at,
+    } = bounce_replica1(&faults, started, &stop);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut served: Vec<(Duration, u16)> = Vec::new();
@@ -450,16 +433,12 @@ fn extended_protocol_reads_survive_a_replica_killed_under_load() {
         })
         .collect();
 
-    sleep_until(started, Duration::from_millis(1500));
-    let killed_at = started.elapsed();
-    faults.stop("replica1");
-    let down_from = started.elapsed();
-    sleep_until(started, Duration::from_millis(3500));
-    let down_until = started.elapsed();
-    faults.start("replica1");
-    let restarted_at = started.elapsed();
-    sleep_until(started, Duration::from_secs(6));
-    stop.store(true, Ordering::Relaxed);
+    let Bounce {
+        killed_at,
+        down_from,
+        down_until,
+        restarted_at,
+    } = bounce_replica1(&faults, started, &stop);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut served: Vec<(Duration, u16)> = Vec::new();
@@ -530,7 +509,7 @@ fn acknowledged_writes_survive_reloads_and_a_primary_restart() {
     let cluster = Cluster::shared();
     let faults = Faults::take(cluster);
     let db = new_database(cluster, "rel_acks");
-    on_primary(
+    on_primary_in(
         cluster,
         &db,
         "CREATE TABLE acks (id bigint PRIMARY KEY, writer int NOT NULL)",
@@ -807,7 +786,7 @@ fn backend_connections_terminated_idle_and_busy() {
     let cluster = Cluster::shared();
     let faults = Faults::take(cluster);
     let db = new_database(cluster, "rel_term");
-    on_primary(cluster, &db, "CREATE TABLE t (n int)");
+    on_primary_in(cluster, &db, "CREATE TABLE t (n int)");
     cluster.wait_replicas_caught_up();
     let gate = PgGate::start(cluster, HEALTH);
 
@@ -1362,7 +1341,7 @@ fn bad_input_never_stops_pggate() {
     let cluster = Cluster::shared();
     let _exclusive = Faults::take(cluster);
     let db = new_database(cluster, "rel_bad");
-    on_primary(
+    on_primary_in(
         cluster,
         &db,
         "CREATE TABLE t (n int); CREATE TABLE copy_t (n int)",
@@ -1578,7 +1557,7 @@ fn bad_input_never_stops_pggate() {
                  backends of {db} still wait for them: {stuck:?}"
             ));
         }
-        let inserted = on_primary(cluster, &db, "SELECT count(*) FROM t");
+        let inserted = on_primary_in(cluster, &db, "SELECT count(*) FROM t");
         if inserted != vec![vec![Some("0".to_string())]] {
             problems.push(format!(
                 "the vanished client's Parse + Bind of an INSERT (never executed) left rows: \
@@ -1622,7 +1601,7 @@ fn bad_input_never_stops_pggate() {
                 "3 s after a client vanished mid-COPY, backends of {db} still wait: {stuck:?}"
             ));
         }
-        let copied = on_primary(cluster, &db, "SELECT count(*) FROM copy_t");
+        let copied = on_primary_in(cluster, &db, "SELECT count(*) FROM copy_t");
         if copied != vec![vec![Some("0".to_string())]] {
             problems.push(format!(
                 "the vanished client's unfinished COPY left rows: {copied:?}"

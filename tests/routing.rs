@@ -91,17 +91,7 @@ impl<'a> Routes<'a> {
         let (tagged, marker) = self.tag(sql);
         self.expect(sql, &marker, expect);
         match client.simple_query(&tagged) {
-            Ok(messages) => messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(row) => Some(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_string))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect(),
+            Ok(messages) => common::rows_of(messages),
             Err(e) => {
                 self.problem(format!("{sql:?} failed: {}", describe_error(&e)));
                 Vec::new()

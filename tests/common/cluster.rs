@@ -10,7 +10,6 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -498,24 +497,5 @@ done
             "rm -rf \"$dir\""
         },
     );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if keep {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
-    // SAFETY: setsid is async-signal-safe; the watchdog must not share the
-    // test's session or process group, so Ctrl-C on the tests spares it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("start the cluster watchdog shell: {e}"));
+    super::spawn_detached_shell(&script, keep, "cluster watchdog shell");
 }

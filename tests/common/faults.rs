@@ -13,9 +13,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -566,20 +564,5 @@ done
         prefix = pgbin::server_shell_prefix(),
         cleanup = if keep { "" } else { "rm -rf \"$dir\"" },
     );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the watchdog must not share the
-    // test's process group, so Ctrl-C on the tests spares it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("start the pair watchdog shell: {e}"));
+    super::spawn_detached_shell(&script, false, "pair watchdog shell");
 }

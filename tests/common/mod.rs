@@ -90,6 +90,12 @@ pub fn simple_rows(client: &mut postgres::Client, sql: &str) -> Vec<Vec<Option<S
     let messages = client
         .simple_query(sql)
         .unwrap_or_else(|e| panic!("simple query {sql:?} failed: {}", describe_error(&e)));
+    rows_of(messages)
+}
+
+/// The rows among a simple query's messages, every column as text (`None`
+/// for NULL).
+pub fn rows_of(messages: Vec<postgres::SimpleQueryMessage>) -> Rows {
     messages
         .into_iter()
         .filter_map(|m| match m {
@@ -150,19 +156,7 @@ pub type Rows = Vec<Vec<Option<String>>>;
 pub fn try_rows(client: &mut postgres::Client, sql: &str) -> Result<Rows, String> {
     client
         .simple_query(sql)
-        .map(|messages| {
-            messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(row) => Some(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_string))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(rows_of)
         .map_err(|e| describe_error(&e))
 }
 
@@ -182,4 +176,78 @@ pub fn try_read_port(client: &mut postgres::Client) -> Result<u16, String> {
     let port = try_value(client, "SELECT inet_server_port()")?;
     port.parse()
         .map_err(|e| format!("inet_server_port() = {port:?}: {e}"))
+}
+
+/// `(SQLSTATE, message)` of a server-style error, if the error is one.
+pub fn db_error(e: &postgres::Error) -> Option<(String, String)> {
+    e.as_db_error()
+        .map(|db| (db.code().code().to_string(), db.message().to_string()))
+}
+
+/// The lines of PgGate's log that mention any of `words` (the last `max`),
+/// with runs of the same message folded into one line and a count.
+pub fn log_lines(gate: &PgGate, words: &[&str], max: usize) -> String {
+    let log = gate.log_contents();
+    let mut folded: Vec<(String, usize)> = Vec::new();
+    for line in log
+        .lines()
+        .filter(|line| words.iter().any(|w| line.contains(w)))
+    {
+        // Lines start with an `HH:MM:SS ` timestamp.
+        let message = line.get(9..).unwrap_or(line);
+        match folded.last_mut() {
+            Some((last, count)) if last.get(9..).unwrap_or(last) == message => *count += 1,
+            _ => folded.push((line.to_string(), 1)),
+        }
+    }
+    let start = folded.len().saturating_sub(max);
+    folded[start..]
+        .iter()
+        .map(|(line, count)| match count {
+            1 => line.clone(),
+            n => format!("{line}   (x{n})"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A new database (owned by `postgres`) for one test, on every server.
+pub fn new_database(cluster: &Cluster, prefix: &str) -> String {
+    let db = format!("{prefix}_{}", random_hex(8));
+    cluster.create_database(&db, "postgres");
+    db
+}
+
+/// Runs `sql` directly on the primary in `db` (setup, not through PgGate).
+pub fn on_primary_in(cluster: &Cluster, db: &str, sql: &str) -> Rows {
+    let mut client = cluster.connect_direct(cluster.primary_port, "postgres", db);
+    try_rows(&mut client, sql).unwrap_or_else(|e| panic!("{sql:?} on the primary: {e}"))
+}
+
+/// Starts `sh -c script` in a session of its own, so that Ctrl-C on the
+/// tests spares it (watchdogs and rescue shells that must outlive a killed
+/// test process). Its output is dropped, but for stderr when `show_errors`;
+/// `what` names it if it cannot start.
+pub fn spawn_detached_shell(script: &str, show_errors: bool, what: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if show_errors {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("start the {what}: {e}"))
 }

@@ -11,9 +11,8 @@
 use std::fs;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -286,22 +285,7 @@ fn rescue_shell(pids: &[i32]) -> Child {
         test = std::process::id(),
         list = list.join(" ")
     );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the rescue shell must not share
-    // the test's process group, so Ctrl-C on the tests spares it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("start the SIGCONT rescue shell: {e}"))
+    super::spawn_detached_shell(&script, false, "SIGCONT rescue shell")
 }
 
 /// Waits for `handle` until `deadline`; an error when the thread is still
