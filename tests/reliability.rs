@@ -211,6 +211,30 @@ fn bounce_replica1(faults: &Faults<'_>, started: Instant, stop: &AtomicBool) -> 
     }
 }
 
+/// What the reader threads of the replica tests saw: when each read was
+/// served and by which port, and the errors. A reader not done within 20 s
+/// is an error too, described by `hung(reader id)`.
+type Readings = (Vec<(Duration, u16)>, Vec<String>);
+
+fn join_readers(
+    readers: Vec<thread::JoinHandle<Readings>>,
+    hung: impl Fn(usize) -> String,
+) -> Readings {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut served = Vec::new();
+    let mut errors = Vec::new();
+    for (id, reader) in readers.into_iter().enumerate() {
+        match stress::join_by(reader, deadline) {
+            Ok((s, e)) => {
+                served.extend(s);
+                errors.extend(e);
+            }
+            Err(e) => errors.push(format!("reader {id}: {e}: {}", hung(id))),
+        }
+    }
+    (served, errors)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -287,25 +311,14 @@ fn reads_survive_a_replica_killed_and_restarted_under_load() {
         restarted_at,
     } = bounce_replica1(&faults, started, &stop);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut served: Vec<(Duration, u16)> = Vec::new();
-    let mut errors: Vec<String> = Vec::new();
-    for (id, reader) in readers.into_iter().enumerate() {
-        match stress::join_by(reader, deadline) {
-            Ok((s, e)) => {
-                served.extend(s);
-                errors.extend(e);
-            }
-            Err(e) => {
-                let since = in_flight[id].load(Ordering::Relaxed);
-                errors.push(format!(
-                    "reader {id}: {e}: its read sent at {:?} never got an answer (now {:?})",
-                    Duration::from_millis(since.saturating_sub(1)),
-                    started.elapsed()
-                ))
-            }
-        }
-    }
+    let (served, errors) = join_readers(readers, |id| {
+        let since = in_flight[id].load(Ordering::Relaxed);
+        format!(
+            "its read sent at {:?} never got an answer (now {:?})",
+            Duration::from_millis(since.saturating_sub(1)),
+            started.elapsed()
+        )
+    });
 
     let mut by_server: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, port) in &served {
@@ -440,18 +453,7 @@ fn extended_protocol_reads_survive_a_replica_killed_under_load() {
         restarted_at,
     } = bounce_replica1(&faults, started, &stop);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut served: Vec<(Duration, u16)> = Vec::new();
-    let mut errors: Vec<String> = Vec::new();
-    for (id, reader) in readers.into_iter().enumerate() {
-        match stress::join_by(reader, deadline) {
-            Ok((s, e)) => {
-                served.extend(s);
-                errors.extend(e);
-            }
-            Err(e) => errors.push(format!("reader {id}: {e}")),
-        }
-    }
+    let (served, errors) = join_readers(readers, |_| "no answer".to_string());
     let during = served
         .iter()
         .filter(|(at, _)| *at > down_from && *at < down_until)
