@@ -100,8 +100,11 @@ impl Worker {
             since: self.now,
         });
         // Another worker may be sitting on idle connections of this pool.
+        // SeqCst, paired with put_idle: the waiter is queued before the idle
+        // counts are read, and a connection is counted idle before the
+        // waiters are read there, so one side always sees the other.
         for (w, n) in pool.idle_on.iter().enumerate() {
-            if w != self.id && n.load(Ordering::Relaxed) > 0 {
+            if w != self.id && n.load(Ordering::SeqCst) > 0 {
                 if let Some(h) = self.shared.workers().get(w) {
                     h.send(WorkerMsg::Poke {
                         pools: pools.clone(),
@@ -247,7 +250,15 @@ impl Worker {
             return;
         }
         self.idle.entry((pools.id, index)).or_default().push(bk);
-        pools.per_backend[index].idle_on[self.id].fetch_add(1, Ordering::Relaxed);
+        let pool = &pools.per_backend[index];
+        pool.idle_on[self.id].fetch_add(1, Ordering::SeqCst);
+        // A client on another worker may have queued after the look above
+        // and before this count went up, and found no idle connection
+        // anywhere: without this second look it would wait until
+        // pool.checkout_timeout.
+        if pool.n_waiters.load(Ordering::SeqCst) > 0 {
+            self.serve_waiters(&pools, index);
+        }
     }
 
     /// Hands an idle connection to the first live waiter of its pool; true if taken.

@@ -156,7 +156,8 @@ impl PoolShared {
     pub fn push_waiter(&self, w: Waiter) {
         let mut q = self.waiters.lock();
         q.push_back(w);
-        self.n_waiters.store(q.len(), Ordering::Release);
+        // SeqCst: see `Worker::put_idle`.
+        self.n_waiters.store(q.len(), Ordering::SeqCst);
     }
 
     /// The waiter a connection released on `worker` goes to: the oldest one
