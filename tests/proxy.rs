@@ -1184,11 +1184,21 @@ fn a_client_that_left_mid_transaction_with_output_backed_up_frees_its_connection
         .expect("send the big query");
         let stop_at = RESULT - unread_kib * 1024;
         let mut total = 0;
+        let mut last: usize = 0;
         let mut buf = vec![0u8; 8 * 1024];
         while total < stop_at {
-            let n = conn.stream.read(&mut buf).expect("read the big result");
+            // What stopped the stream, if it stops: the last bytes show an
+            // error (53300 when no connection came free) or a bare stall.
+            let n = conn.stream.read(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "round with {unread_kib} KiB to leave unread: {e} after {total} bytes; \
+                     the last ones: {:?}",
+                    String::from_utf8_lossy(&buf[last.saturating_sub(200)..last])
+                )
+            });
             assert!(n > 0, "PgGate closed the connection after {total} bytes");
             total += n;
+            last = n;
         }
         thread::sleep(Duration::from_millis(50));
         drop(conn);
