@@ -360,13 +360,13 @@ impl Worker {
             }
             let ck = (w.client.0 - 1) / 2;
             if !self.client_waits_for(ck, w.generation, index) {
-                pool.remove_waiter(w.client, w.generation);
+                pool.remove_waiter(w.worker, w.client, w.generation);
                 continue;
             }
             if !pool.try_reserve(cap) {
                 return;
             }
-            pool.remove_waiter(w.client, w.generation);
+            pool.remove_waiter(w.worker, w.client, w.generation);
             self.open_own(ck, index, pools);
         }
     }

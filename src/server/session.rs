@@ -1218,7 +1218,7 @@ impl Worker {
         }
         if let Some(s) = c.session.as_ref() {
             if let Some(p) = s.pools.per_backend.get(backend_index) {
-                p.remove_waiter(client_token(ck), generation);
+                p.remove_waiter(self.id, client_token(ck), generation);
             }
         }
         let name = self
@@ -1304,7 +1304,7 @@ impl Worker {
             ClientState::WaitingForBackend { backend_index, .. } => {
                 if let Some(s) = session.as_ref() {
                     if let Some(p) = s.pools.per_backend.get(backend_index) {
-                        p.remove_waiter(client_token(ck), c.generation);
+                        p.remove_waiter(self.id, client_token(ck), c.generation);
                     }
                 }
             }

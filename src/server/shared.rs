@@ -178,9 +178,13 @@ impl PoolShared {
         w
     }
 
-    pub fn remove_waiter(&self, client: Token, generation: u64) {
+    /// Drops the waiter entries of one client. Slab keys and generations are
+    /// per worker, so the worker is part of a client's identity: without it,
+    /// one worker could drop another's waiter, which would then wait until
+    /// `pool.checkout_timeout` with connections idle.
+    pub fn remove_waiter(&self, worker: usize, client: Token, generation: u64) {
         let mut q = self.waiters.lock();
-        q.retain(|w| !(w.client == client && w.generation == generation));
+        q.retain(|w| !(w.worker == worker && w.client == client && w.generation == generation));
         self.n_waiters.store(q.len(), Ordering::Release);
     }
 }
@@ -537,6 +541,19 @@ mod tests {
         assert_eq!(pool.pop_waiter_for(1).map(|w| w.client), Some(Token(30)));
         assert!(pool.pop_waiter_for(0).is_none());
         assert_eq!(pool.n_waiters.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn removing_a_waiter_leaves_another_workers_client_with_the_same_key() {
+        // Slab keys and generations are per worker: the same pair names
+        // different clients on different workers.
+        let pool = PoolShared::new(2);
+        let t0 = Instant::now();
+        pool.push_waiter(waiter(0, 10, t0));
+        pool.push_waiter(waiter(1, 10, t0));
+        pool.remove_waiter(0, Token(10), 1);
+        assert_eq!(pool.n_waiters.load(Ordering::Acquire), 1);
+        assert_eq!(pool.pop_waiter_for(1).map(|w| w.worker), Some(1));
     }
 
     #[test]
