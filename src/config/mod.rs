@@ -115,6 +115,9 @@ pub struct PoolConfig {
     pub max_lifetime: Duration,
     /// At least 1.
     pub max_prepared_statements: usize,
+    /// A read waiting for a full pool may be sent down a connection whose
+    /// running read was sent less than this long ago; zero turns it off.
+    pub pipeline_window: Duration,
 }
 
 /// `[routing]`.
@@ -298,6 +301,7 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(10 * 60),
             max_lifetime: Duration::from_secs(60 * 60),
             max_prepared_statements: 1000,
+            pipeline_window: Duration::from_millis(2),
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "idle_timeout",
             "max_lifetime",
             "max_prepared_statements",
+            "pipeline_window",
         ],
     ),
     (
@@ -327,6 +328,7 @@ impl Reader<'_> {
                 d.max_prepared_statements,
                 unsigned,
             ),
+            pipeline_window: self.field(&s, "pipeline_window", d.pipeline_window, duration),
         }
     }
 

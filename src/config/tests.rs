@@ -226,6 +226,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
         idle_timeout = "0s"
         max_lifetime = "2h"
         max_prepared_statements = 10
+        pipeline_window = "5ms"
 
         [routing]
         reads = "primary"
@@ -297,6 +298,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
             idle_timeout: Duration::ZERO,
             max_lifetime: Duration::from_secs(7200),
             max_prepared_statements: 10,
+            pipeline_window: Duration::from_millis(5),
         },
         routing: RoutingConfig {
             reads: ReadsTarget::Primary,

@@ -36,6 +36,7 @@ pub mod names {
     pub const BACKEND_REPLICATION_LAG_SECONDS: &str = "pggate_backend_replication_lag_seconds";
     pub const POOL_WAITING_CLIENTS: &str = "pggate_pool_waiting_clients";
     pub const READ_ONLY_RETRIES_TOTAL: &str = "pggate_read_only_retries_total";
+    pub const PIPELINED_READS_TOTAL: &str = "pggate_pipelined_reads_total";
     pub const CONFIG_RELOADS_TOTAL: &str = "pggate_config_reloads_total";
     pub const BUILD_INFO: &str = "pggate_build_info";
 
@@ -55,6 +56,7 @@ pub mod names {
         BACKEND_REPLICATION_LAG_SECONDS,
         POOL_WAITING_CLIENTS,
         READ_ONLY_RETRIES_TOTAL,
+        PIPELINED_READS_TOTAL,
         CONFIG_RELOADS_TOTAL,
         BUILD_INFO,
     ];
@@ -222,6 +224,8 @@ pub struct Metrics {
     pub pool_waiting_clients: IntGauge,
     /// `pggate_read_only_retries_total`.
     pub read_only_retries: IntCounter,
+    /// `pggate_pipelined_reads_total`.
+    pub pipelined_reads: IntCounter,
     /// `pggate_config_reloads_total{result}`.
     pub config_reloads: ReloadResults<IntCounter>,
 
@@ -363,6 +367,13 @@ impl Metrics {
                 "Statements re-sent to the primary after a replica answered 25006.",
             ),
         );
+        let pipelined_reads = register(
+            &registry,
+            IntCounter::new(
+                names::PIPELINED_READS_TOTAL,
+                "Reads sent down a connection behind another client's read (pool.pipeline_window).",
+            ),
+        );
         let config_reloads = register(
             &registry,
             IntCounterVec::new(
@@ -398,6 +409,7 @@ impl Metrics {
             errors: ErrorKinds::resolve(|v| errors.with_label_values(&[v])),
             pool_waiting_clients,
             read_only_retries,
+            pipelined_reads,
             config_reloads: ReloadResults::resolve(|v| config_reloads.with_label_values(&[v])),
             backend_up,
             backend_connections,
@@ -554,6 +566,7 @@ mod tests {
             ),
             ("pggate_pool_waiting_clients", "gauge", &[]),
             ("pggate_read_only_retries_total", "counter", &[]),
+            ("pggate_pipelined_reads_total", "counter", &[]),
             ("pggate_config_reloads_total", "counter", &["result"]),
             ("pggate_build_info", "gauge", &["version"]),
         ];
@@ -621,6 +634,7 @@ mod tests {
             "pggate_clients_accepted_total",
             "pggate_pool_waiting_clients",
             "pggate_read_only_retries_total",
+            "pggate_pipelined_reads_total",
         ] {
             assert_line(&text, &format!("{name} 0"));
         }
@@ -683,6 +697,7 @@ mod tests {
         m.errors.checkout_timeout.inc();
         m.pool_waiting_clients.set(4);
         m.read_only_retries.inc();
+        m.pipelined_reads.inc();
         m.config_reloads.failure.inc();
         let text = m.render();
         assert_line(&text, "pggate_clients_accepted_total 1");
@@ -705,6 +720,7 @@ mod tests {
         assert_line(&text, "pggate_errors_total{kind=\"checkout_timeout\"} 1");
         assert_line(&text, "pggate_pool_waiting_clients 4");
         assert_line(&text, "pggate_read_only_retries_total 1");
+        assert_line(&text, "pggate_pipelined_reads_total 1");
         assert_line(&text, "pggate_config_reloads_total{result=\"failure\"} 1");
         assert_line(&text, "pggate_config_reloads_total{result=\"success\"} 0");
     }

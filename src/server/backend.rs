@@ -99,6 +99,9 @@ impl Worker {
             eof: false,
             read_paused: false,
             hup: false,
+            followers: std::collections::VecDeque::new(),
+            follow_ok: false,
+            busy_since: now,
         });
         let timeout = self.config.pool.connect_timeout;
         self.add_timer(timeout, TimerKind::Connect, key, generation);
@@ -937,6 +940,10 @@ impl Worker {
                     b.tx_status = b.rbuf[pos + 5];
                     ready = Some(b.tx_status);
                     pos += 6;
+                    if b.replies.is_empty() && !b.followers.is_empty() {
+                        // What comes next is a follower's: hand over first.
+                        break;
+                    }
                     continue;
                 }
                 tag::ERROR_RESPONSE => {
@@ -1112,7 +1119,15 @@ impl Worker {
             && status == b'I'
             && !c.unsynced
             && c.session.as_ref().is_some_and(|s| s.wrote);
-        if note_lsn {
+        let followed = !b.followers.is_empty();
+        if note_lsn && followed {
+            // Reads are queued behind on this connection: the position cannot
+            // be asked for here. Reads go to the primary until the next write notes it.
+            if let Some(s) = c.session.as_mut() {
+                s.wrote = false;
+                s.min_lsn = u64::MAX;
+            }
+        } else if note_lsn {
             // One more round trip, only after writes: where the primary's WAL is now.
             if let Some(s) = c.session.as_mut() {
                 s.wrote = false;
@@ -1125,7 +1140,15 @@ impl Worker {
             }
             return;
         }
-        if status == b'I' && !c.unsynced && !(pinned && on_primary) {
+        let was_paused = b.read_paused;
+        let gives_back = status == b'I' && !c.unsynced && !(pinned && on_primary);
+        if followed && !gives_back {
+            // Cannot happen: only a read outside a transaction is followed.
+            // The queued reads must not run in this client's transaction.
+            self.backend_lost(bk, "a followed read left its connection in a transaction");
+            return;
+        }
+        if gives_back {
             c.backend = None;
             // Reading was paused for this client's output, which may still be
             // queued; it no longer waits on this connection. Left paused, the
@@ -1137,6 +1160,11 @@ impl Worker {
             } else {
                 b.client = None;
                 self.release(bk);
+            }
+            if was_paused {
+                // Edge-triggered: what a follower's read sent while reading
+                // was paused raises no new event.
+                self.read_backend(bk);
             }
         }
         if self.stopping && !self.client_busy(ck) {
@@ -1363,6 +1391,13 @@ impl Worker {
         }
         if b.counted {
             b.pools.per_backend[b.index].release_slot();
+        }
+        // Reads queued behind go first: they were sent before any waiter asked.
+        let followers = std::mem::take(&mut b.followers);
+        if !followers.is_empty() {
+            self.requeue_followers(bk, followers);
+        }
+        if b.counted {
             let pools = b.pools.clone();
             self.serve_waiters(&pools, b.index);
         }
@@ -1448,7 +1483,8 @@ fn hold_for_retry(
                 b.rbuf.drain(..p + len);
                 b.replies.pop_front();
                 b.swallow_to_ready = false;
-                return if b.tx_status == b'I' && b.rbuf.is_empty() {
+                // Anything after it belongs to a read queued behind.
+                return if b.tx_status == b'I' && (b.rbuf.is_empty() || !b.followers.is_empty()) {
                     Ok(Held::RetryOnPrimary)
                 } else {
                     Err("server not idle after a refused read".into())
@@ -1526,7 +1562,7 @@ fn data_row_text(body: &[u8]) -> Option<&str> {
 
 /// Puts the kept copy of a read back at the head of the client's input, to
 /// be routed again (its buffer is kept for the next one).
-fn requeue_retry(c: &mut Client) {
+pub(super) fn requeue_retry(c: &mut Client) {
     let query = std::mem::take(&mut c.retry);
     c.head_class = None;
     c.rbuf.splice(0..0, query.iter().copied());

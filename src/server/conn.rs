@@ -39,6 +39,10 @@ pub enum ClientState {
         backend_index: usize,
         since: Instant,
     },
+    /// The read at the head of `rbuf` was sent down a connection that is
+    /// finishing another client's read (`pool.pipeline_window`); the
+    /// connection passes to this client at that read's ReadyForQuery.
+    Following { backend: usize },
     /// Flushing a final error, then closing.
     Closing,
 }
@@ -175,6 +179,17 @@ pub enum BackendState {
     Resetting { rfq_left: u8 },
 }
 
+/// A client whose read was sent down a busy connection behind the running
+/// batch; it takes the connection over when that batch ends.
+pub struct Follower {
+    pub client: usize,
+    pub generation: u64,
+    /// The replies its batch is owed, in order (as `Backend::replies`).
+    pub replies: VecDeque<Reply>,
+    /// A CancelRequest came while it waited: sent once its read runs.
+    pub cancel: bool,
+}
+
 pub struct Backend {
     pub sock: Stream,
     pub generation: u64,
@@ -225,4 +240,11 @@ pub struct Backend {
     pub read_paused: bool,
     /// The peer hung up (its end of stream may sit behind the last data).
     pub hup: bool,
+    /// Clients whose reads were sent behind the running batch, in order.
+    pub followers: VecDeque<Follower>,
+    /// The running batch is one read outside a transaction that hands the
+    /// connection back at its ReadyForQuery: another client's read may
+    /// follow it. `busy_since` is when it was sent.
+    pub follow_ok: bool,
+    pub busy_since: Instant,
 }

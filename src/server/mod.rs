@@ -5,6 +5,7 @@
 mod backend;
 mod conn;
 mod extended;
+mod follow;
 mod local_auth;
 mod lookup;
 mod pool;

@@ -75,6 +75,10 @@ impl Worker {
             self.link(ck, bk);
             return true;
         }
+        // A full pool: a read may go behind one that is about to finish.
+        if self.try_follow(ck, index) {
+            return false;
+        }
         let cap = self.config.pool.size;
         self.set_waiting(ck, index);
         let pool = &pools.per_backend[index];
@@ -182,6 +186,7 @@ impl Worker {
         c.tried = 0;
         c.connect_attempts = 0;
         b.client = Some((ck, c.generation));
+        b.follow_ok = false;
         match sync_sql(&b.applied, &params) {
             None => b.state = BackendState::Linked,
             Some(sql) => {
@@ -231,6 +236,9 @@ impl Worker {
             self.close_backend(bk, "not clean enough to reuse");
             return;
         }
+        if self.hand_over(bk) {
+            return;
+        }
         self.put_idle(bk);
     }
 
@@ -241,6 +249,7 @@ impl Worker {
         };
         b.state = BackendState::Idle;
         b.client = None;
+        b.follow_ok = false;
         // A pause for a client's backed-up output ends with that client.
         b.read_paused = false;
         b.idle_since = self.now;

@@ -35,7 +35,7 @@ impl Worker {
             ClientState::LocalAuth => self.local_auth_input(ck),
             ClientState::AwaitingParams | ClientState::RelayRetry => {}
             ClientState::Ready => self.client_ready_input(ck),
-            ClientState::WaitingForBackend { .. } => {
+            ClientState::WaitingForBackend { .. } | ClientState::Following { .. } => {
                 if let Some(c) = self.clients.get_mut(ck) {
                     // Keep at most one large batch queued while waiting.
                     if c.rbuf.len() > OUTPUT_HIGH_WATER {
@@ -720,7 +720,9 @@ impl Worker {
             self.out = out;
             return;
         };
-        if b.state != BackendState::Linked {
+        if b.state != BackendState::Linked || !b.followers.is_empty() {
+            // Other clients' reads are queued behind this batch: the client's
+            // next one goes wherever routing sends it once this one ends.
             self.out = out;
             return;
         }
@@ -735,6 +737,8 @@ impl Worker {
         let mut invalid = None;
         let mut newly_pinned = None;
         let mut head_class = c.head_class.take();
+        // Length of the read this call forwarded first, if it is one.
+        let mut one_read = 0;
         let mut pos = 0;
         while pos < c.rbuf.len() {
             let hdr = match parse_header(&c.rbuf[pos..], max) {
@@ -890,6 +894,9 @@ impl Worker {
                                     .is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
                             c.retry_armed = retryable;
                             c.retry_collecting = false;
+                            if retryable && pos == 0 {
+                                one_read = frame_len;
+                            }
                             if retryable {
                                 c.retry.clear();
                                 c.retry.extend_from_slice(frame);
@@ -1099,12 +1106,19 @@ impl Worker {
             pos += frame_len;
         }
         let mut resume_read = false;
+        let mut follow_ok = false;
         let mut ok = true;
         if !out.is_empty() {
             ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &out);
         }
         let full = b.wbuf.len() > OUTPUT_HIGH_WATER;
         if pos > 0 {
+            // One read outside a transaction, whole: another client's read may follow it.
+            // (A simple Query alone, outside a transaction, unpinned, that
+            // routing saw as a plain read: the retryable kind.)
+            follow_ok = one_read == pos;
+            b.follow_ok = follow_ok;
+            b.busy_since = now;
             // Edge-triggered: a client paused while it waited must be read again.
             resume_read = c.read_paused && !full && !c.eof;
             c.rbuf.drain(..pos);
@@ -1146,6 +1160,10 @@ impl Worker {
         if local_head {
             // PgGate's own replies are due now.
             self.backend_input(bk);
+        }
+        if follow_ok {
+            // A queued client's read may go behind this one now.
+            self.follow_from_queue(bk);
         }
         if resume_read {
             self.read_client(ck);
@@ -1262,6 +1280,10 @@ impl Worker {
         if c.generation != generation {
             return;
         }
+        if let ClientState::Following { backend } = c.state {
+            self.cancel_follower(ck, generation, backend);
+            return;
+        }
         let Some(bk) = c.backend else {
             return;
         };
@@ -1375,7 +1397,12 @@ impl Worker {
 }
 
 /// Sends a CancelRequest from a short-lived thread, so no worker ever blocks.
-fn spawn_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32, timeout: std::time::Duration) {
+pub(super) fn spawn_cancel(
+    addr: std::net::SocketAddr,
+    pid: i32,
+    secret: i32,
+    timeout: std::time::Duration,
+) {
     let spawned = std::thread::Builder::new()
         .name("pggate-cancel".into())
         .spawn(move || send_cancel(addr, pid, secret, timeout));

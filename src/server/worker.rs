@@ -750,7 +750,12 @@ impl Worker {
         let Some(c) = self.clients.get(ck) else {
             return false;
         };
-        if matches!(c.state, super::conn::ClientState::WaitingForBackend { .. }) || c.unsynced {
+        if matches!(
+            c.state,
+            super::conn::ClientState::WaitingForBackend { .. }
+                | super::conn::ClientState::Following { .. }
+        ) || c.unsynced
+        {
             return true;
         }
         c.backend

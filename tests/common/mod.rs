@@ -24,6 +24,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 
 pub use cluster::Cluster;
+#[allow(unused_imports)]
 pub use gate::{GateFiles, PgGate};
 pub use tools::CmdOutput;
 

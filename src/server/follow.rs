@@ -1,0 +1,298 @@
+//! Pipelining reads across clients (`pool.pipeline_window`).
+//!
+//! When a pool is full, a client's plain read outside a transaction would wait
+//! for a connection to come back. If a connection is running another client's
+//! read of that kind (one batch, sent moments ago, that hands the connection
+//! back at its ReadyForQuery), the waiting read is sent down it at once, behind
+//! the running one. The server then finds its next query already waiting when
+//! it finishes, instead of sleeping until PgGate has passed the reply on and
+//! sent the next one; PgGate sends to it once for both.
+//!
+//! The follower takes the connection over at the running batch's
+//! ReadyForQuery, with its replies queued as if it had been linked all along.
+//! Nothing of one client's batch reaches another: PgGate stops reading the
+//! running batch's replies at its ReadyForQuery and hands over before reading
+//! on. A follower whose client left has its replies read and dropped; if the
+//! connection fails or cannot be handed back clean, each follower's read is
+//! routed again from its kept copy, as a read whose backend died is (SPEC §7).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::PoolMode;
+use crate::protocol::{self, frontend, parse_header};
+use crate::sql;
+
+use super::conn::{Backend, BackendState, Client, ClientState, Follower, Session};
+use super::extended::Reply;
+use super::pool::{compatible, sync_sql};
+use super::worker::Worker;
+
+/// Length of the simple Query at the head of the client's input, if the
+/// client may follow another read with it: a whole Query that routing saw as
+/// a plain read outside a transaction, in an unpinned transaction-mode session.
+fn followable_query(c: &Client, max: usize) -> Option<usize> {
+    if c.discard_until_sync || c.unsynced || c.backend.is_some() || c.held.is_some() {
+        return None;
+    }
+    let s = c.session.as_ref()?;
+    if s.pinned.is_some() || s.hold_primary {
+        return None;
+    }
+    let class = c.head_class?;
+    if class.kind != sql::Kind::Read || class.pin.is_some() {
+        return None;
+    }
+    let hdr = parse_header(&c.rbuf, max).ok()??;
+    let len = hdr.frame_len();
+    if hdr.tag != frontend::QUERY || c.rbuf.len() < len {
+        return None;
+    }
+    let text = protocol::query_text(&c.rbuf[5..len])?;
+    // DEALLOCATE / DISCARD change PgGate's books for the connection.
+    if sql::deallocate_target(text).is_some() {
+        return None;
+    }
+    Some(len)
+}
+
+/// Whether a read of `s` may be sent down `b` behind its running batch.
+fn can_follow(
+    b: &Backend,
+    s: &Session,
+    now: std::time::Instant,
+    window: std::time::Duration,
+) -> bool {
+    b.state == BackendState::Linked
+        && b.follow_ok
+        && b.followers.is_empty()
+        // Its batch is still running (its ReadyForQuery is what hands over).
+        && matches!(b.replies.back(), Some(Reply::Ready(_)))
+        && b.counted
+        && !b.read_paused
+        && !b.cancel_sent
+        && !b.dirty
+        && !b.eof
+        && !b.swallow_to_ready
+        && b.tx_status == b'I'
+        && b.wbuf.is_empty()
+        && now.saturating_duration_since(b.busy_since) < window
+        && Arc::ptr_eq(&b.pools, &s.pools)
+        && compatible(&b.baseline, &s.params)
+        && sync_sql(&b.applied, &s.params).is_none()
+}
+
+impl Worker {
+    fn pipelining(&self) -> bool {
+        !self.config.pool.pipeline_window.is_zero()
+            && self.config.pool.mode == PoolMode::Transaction
+    }
+
+    /// The pool of backend `index` is full: send the client's read behind a
+    /// running one on this worker if one may take it. True when sent (the
+    /// client is then `Following`).
+    pub fn try_follow(&mut self, ck: usize, index: usize) -> bool {
+        if !self.pipelining() {
+            return false;
+        }
+        let max = self.config.proxy.max_message_size;
+        let window = self.config.pool.pipeline_window;
+        let Some(c) = self.clients.get(ck) else {
+            return false;
+        };
+        let Some(s) = c.session.as_ref() else {
+            return false;
+        };
+        let Some(pool) = s.pools.per_backend.get(index) else {
+            return false;
+        };
+        // Clients already queued for a connection go first.
+        if pool.n_waiters.load(Ordering::Acquire) > 0
+            || pool.total.load(Ordering::Acquire) < self.config.pool.size
+            || followable_query(c, max).is_none()
+        {
+            return false;
+        }
+        let now = self.now;
+        // The read sent longest ago is likely to finish first.
+        let best = self
+            .backends
+            .iter()
+            .filter(|(_, b)| b.index == index && can_follow(b, s, now, window))
+            .min_by_key(|(_, b)| b.busy_since)
+            .map(|(bk, _)| bk);
+        match best {
+            Some(bk) => {
+                self.follow(ck, bk);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends the client's head read down `bk` behind its running batch.
+    fn follow(&mut self, ck: usize, bk: usize) {
+        let max = self.config.proxy.max_message_size;
+        let now = self.now;
+        let (Some(c), Some(b)) = (self.clients.get_mut(ck), self.backends.get_mut(bk)) else {
+            return;
+        };
+        let Some(len) = followable_query(c, max) else {
+            return;
+        };
+        // The copy is what is routed again if this connection fails first.
+        c.retry.clear();
+        c.retry.extend_from_slice(&c.rbuf[..len]);
+        c.rbuf.drain(..len);
+        c.head_class = None;
+        c.retry_armed = false;
+        c.retry_collecting = false;
+        c.state = ClientState::Following { backend: bk };
+        let mut replies = VecDeque::with_capacity(1);
+        replies.push_back(Reply::Ready(now));
+        b.followers.push_back(Follower {
+            client: ck,
+            generation: c.generation,
+            replies,
+            cancel: false,
+        });
+        crate::ops::metrics().pipelined_reads.inc();
+        if !super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &c.retry) {
+            self.backend_lost(bk, "could not write to server");
+        }
+    }
+
+    /// The running batch of `bk` ended clean with followers queued: the first
+    /// follower takes the connection over. False when there are none.
+    pub fn hand_over(&mut self, bk: usize) -> bool {
+        let Some(b) = self.backends.get_mut(bk) else {
+            return false;
+        };
+        let Some(f) = b.followers.pop_front() else {
+            return false;
+        };
+        if !b.replies.is_empty() {
+            // Cannot happen: the batch ended. Refuse to guess whose replies follow.
+            b.followers.push_front(f);
+            self.close_backend(bk, "replies out of step with its queued reads");
+            return true;
+        }
+        b.follow_ok = false;
+        b.read_paused = false;
+        let live = self.clients.get(f.client).is_some_and(|c| {
+            c.generation == f.generation && c.state == (ClientState::Following { backend: bk })
+        });
+        if !live {
+            // Its client left; its read still runs: drop its replies, then
+            // hand on to the next follower or the pool.
+            let rfq = f
+                .replies
+                .iter()
+                .filter(|r| matches!(r, Reply::Ready(_)))
+                .count();
+            b.client = None;
+            b.state = BackendState::Resetting {
+                rfq_left: u8::try_from(rfq.max(1)).unwrap_or(u8::MAX),
+            };
+            if !b.rbuf.is_empty() {
+                self.backend_input(bk);
+            }
+            return true;
+        }
+        b.client = Some((f.client, f.generation));
+        b.state = BackendState::Linked;
+        b.replies = f.replies;
+        b.follow_ok = true;
+        b.busy_since = self.now;
+        if f.cancel {
+            b.cancel_sent = true;
+            if let Some((pid, secret)) = b.key {
+                let addr = self.topo.backends[b.index].addr;
+                super::session::spawn_cancel(addr, pid, secret, self.config.pool.connect_timeout);
+            }
+        }
+        if let Some(c) = self.clients.get_mut(f.client) {
+            c.state = ClientState::Ready;
+            c.backend = Some(bk);
+            c.retry_armed = true;
+            c.retry_collecting = false;
+            c.tried = 0;
+            c.connect_attempts = 0;
+        }
+        self.follow_from_queue(bk);
+        if self.backends.get(bk).is_some_and(|b| !b.rbuf.is_empty()) {
+            self.backend_input(bk);
+        }
+        self.client_input(f.client);
+        true
+    }
+
+    /// A connection just passed to its follower: the client at the front of
+    /// the pool's queue, if it is on this worker with a read, follows it.
+    pub fn follow_from_queue(&mut self, bk: usize) {
+        let max = self.config.proxy.max_message_size;
+        let window = self.config.pool.pipeline_window;
+        let Some(b) = self.backends.get(bk) else {
+            return;
+        };
+        let pools = b.pools.clone();
+        let index = b.index;
+        let pool = &pools.per_backend[index];
+        if pool.n_waiters.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let Some(w) = pool.waiters.lock().front().copied() else {
+            return;
+        };
+        if w.worker != self.id {
+            return;
+        }
+        let ck = (w.client.0 - 1) / 2;
+        if !self.client_waits_for(ck, w.generation, index) {
+            return;
+        }
+        let (Some(c), Some(b)) = (self.clients.get(ck), self.backends.get(bk)) else {
+            return;
+        };
+        let ok = c
+            .session
+            .as_ref()
+            .is_some_and(|s| can_follow(b, s, self.now, window))
+            && followable_query(c, max).is_some();
+        if ok {
+            pool.remove_waiter(w.worker, w.client, w.generation);
+            self.follow(ck, bk);
+        }
+    }
+
+    /// A connection with followers is gone: each live follower's read is
+    /// routed again from its kept copy.
+    pub fn requeue_followers(&mut self, bk: usize, followers: VecDeque<Follower>) {
+        for f in followers {
+            let Some(c) = self.clients.get_mut(f.client) else {
+                continue;
+            };
+            if c.generation != f.generation || c.state != (ClientState::Following { backend: bk }) {
+                continue;
+            }
+            c.state = ClientState::Ready;
+            super::backend::requeue_retry(c);
+            self.client_input(f.client);
+        }
+    }
+
+    /// A CancelRequest for a client whose read waits behind another: it is
+    /// sent once that read runs.
+    pub fn cancel_follower(&mut self, ck: usize, generation: u64, bk: usize) {
+        if let Some(b) = self.backends.get_mut(bk) {
+            if let Some(f) = b
+                .followers
+                .iter_mut()
+                .find(|f| f.client == ck && f.generation == generation)
+            {
+                f.cancel = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Reads pipelined across clients (`pool.pipeline_window`) against a real
+//! PostgreSQL cluster: with the pool full, a client's plain read is sent down
+//! a connection behind another client's running read, and takes the
+//! connection over at that read's ReadyForQuery.
+//!
+//! Every test runs PgGate with one connection per pool and a long window, so
+//! that reads queue behind one another whenever two clients overlap; each
+//! checks `pggate_pipelined_reads_total` to be sure that they did.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::ops::{sample_value, scrape};
+use common::raw::{self, RawConn};
+use common::{db_error, free_port, random_hex, simple_rows, tail, Cluster, PgGate};
+
+/// PgGate with one worker (a read follows only connections of its own
+/// worker), one connection per pool, reads on the primary, a 10 s pipeline
+/// window and metrics on `metrics_port`.
+fn one_connection_gate(cluster: &Cluster, metrics_port: u16) -> PgGate {
+    PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n\
+             [pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [routing]\nreads = \"primary\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ),
+    )
+}
+
+fn pipelined(metrics_port: u16) -> f64 {
+    sample_value(&scrape(metrics_port), "pggate_pipelined_reads_total", &[]).unwrap_or(0.0)
+}
+
+/// Waits until at least `n` reads have been pipelined.
+fn wait_pipelined(metrics_port: u16, n: f64, gate: &PgGate) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pipelined(metrics_port) < n {
+        assert!(
+            Instant::now() < deadline,
+            "no read was queued behind another within 5 s\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The data rows of the replies in `messages`.
+fn rows(messages: &[raw::Message]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| m.data_row())
+        .collect()
+}
+
+fn one(s: &str) -> Vec<Vec<Option<String>>> {
+    vec![vec![Some(s.to_string())]]
+}
+
+/// A connection logged in through the gate that has sent `sql` and not read
+/// the reply yet.
+fn sent(gate: &PgGate, sql: &str) -> RawConn {
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", "postgres");
+    conn.send(&raw::query_message(sql)).expect("send the query");
+    conn
+}
+
+#[test]
+fn queued_reads_get_their_own_answers_and_never_run_in_another_clients_transaction() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let table = format!("pipe_{}", random_hex(6));
+    cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("CREATE TABLE {table} (n int)"),
+    );
+    let port = gate.port;
+    let readers: Vec<_> = (0..6)
+        .map(|r| {
+            let config = gate.config("postgres", "postgres");
+            thread::spawn(move || {
+                let mut client = config.connect(postgres::NoTls).expect("reader connects");
+                for i in 0..200 {
+                    if i % 10 == 9 {
+                        // An error ends this client's read alone.
+                        let e = client
+                            .simple_query("SELECT 1 / 0")
+                            .expect_err("division by zero fails");
+                        let code = db_error(&e).map(|(code, _)| code);
+                        assert_eq!(code.as_deref(), Some("22012"), "reader {r}, query {i}: {e}");
+                        continue;
+                    }
+                    // A read run inside another client's transaction would see
+                    // that transaction's id.
+                    let got = simple_rows(
+                        &mut client,
+                        &format!(
+                            "SELECT '{r}-{i}', pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
+                        ),
+                    );
+                    assert_eq!(
+                        got,
+                        vec![vec![Some(format!("{r}-{i}")), Some("t".to_string())]],
+                        "reader {r}, query {i} (port {port})"
+                    );
+                }
+            })
+        })
+        .collect();
+    let writer = {
+        let config = gate.config("postgres", "postgres");
+        let table = table.clone();
+        thread::spawn(move || {
+            let mut client = config.connect(postgres::NoTls).expect("writer connects");
+            for i in 0..30 {
+                // One statement per message: the transaction holds the
+                // connection across several batches.
+                client.simple_query("BEGIN").expect("BEGIN");
+                client
+                    .simple_query(&format!("INSERT INTO {table} VALUES ({i})"))
+                    .expect("INSERT");
+                client
+                    .simple_query("SELECT pg_sleep(0.002)")
+                    .expect("sleep");
+                client.simple_query("COMMIT").expect("COMMIT");
+            }
+        })
+    };
+    for (r, reader) in readers.into_iter().enumerate() {
+        if reader.join().is_err() {
+            panic!("reader {r} failed\n{}", tail(&gate.log_contents(), 20));
+        }
+    }
+    writer.join().expect("writer");
+    let count = cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("SELECT count(*) FROM {table}"),
+    );
+    assert_eq!(count.trim(), "30");
+    let n = pipelined(metrics_port);
+    assert!(n > 100.0, "only {n} reads were queued behind another");
+    cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("DROP TABLE {table}"),
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_its_read_is_queued_disturbs_nobody() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(0.5)");
+    thread::sleep(Duration::from_millis(100));
+    let b = sent(&gate, "SELECT 'b'");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    // B's read is on the server's socket behind A's; B goes.
+    b.vanish();
+    let mut c = sent(&gate, "SELECT 'c'");
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(rows(&a_reply), one("a"), "A got {a_reply:?}");
+    let c_reply = c.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(
+        rows(&c_reply),
+        one("c"),
+        "C got {c_reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    // The connection is clean for whoever comes next.
+    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+}
+
+#[test]
+fn cancelling_a_queued_read_cancels_it_and_not_the_read_ahead_of_it() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(1)");
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut b = sent(&gate, "SELECT 'b' FROM pg_sleep(8)");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    let (pid, key) = b.backend_key.expect("B's BackendKeyData");
+    raw::send_cancel_request(gate.port, pid, key);
+    // A's read was running when the cancel came: it must finish.
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(rows(&a_reply), one("a"), "A got {a_reply:?}");
+    assert!(
+        a_reply.iter().all(|m| m.tag != b'E'),
+        "A's read was hit: {a_reply:?}"
+    );
+    let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
+    let codes: Vec<_> = b_reply.iter().filter_map(|m| m.sqlstate()).collect();
+    assert_eq!(codes, vec!["57014".to_string()], "B got {b_reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "B's read was not cancelled: it took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(rows(&b.query("SELECT 41 + 1")), one("42"));
+}
+
+#[test]
+fn a_queued_read_whose_server_is_terminated_is_sent_again() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let mut a = RawConn::connect(gate.port);
+    a.login("postgres", "postgres");
+    // One connection in the pool: A's next read runs on this server process.
+    let pid = rows(&a.query("SELECT pg_backend_pid()"))
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .expect("the server's process id");
+    a.send(&raw::query_message("SELECT 'a' FROM pg_sleep(3)"))
+        .expect("send A's read");
+    thread::sleep(Duration::from_millis(100));
+    let mut b = sent(&gate, "SELECT 'b'");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("SELECT pg_terminate_backend({pid})"),
+    );
+    let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(
+        rows(&b_reply),
+        one("b"),
+        "B got {b_reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    // A's read is sent again too (nothing of it reached A), or fails
+    // cleanly; either way A's session goes on.
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    let a_rows = rows(&a_reply);
+    assert!(
+        a_rows == one("a") || a_reply.iter().any(|m| m.tag == b'E'),
+        "A got {a_reply:?}"
+    );
+    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+}
