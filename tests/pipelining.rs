@@ -5,7 +5,9 @@
 //!
 //! Every test runs PgGate with one connection per pool and a long window, so
 //! that reads queue behind one another whenever two clients overlap; each
-//! checks `pggate_pipelined_reads_total` to be sure that they did.
+//! checks `pggate_pipelined_reads_total` to be sure that they did. Reads come
+//! through the simple protocol and through the extended one (a prepared
+//! statement run with Bind/Execute/Sync).
 
 mod common;
 
@@ -71,7 +73,7 @@ fn sent(gate: &PgGate, sql: &str) -> RawConn {
 }
 
 #[test]
-fn queued_reads_get_their_own_answers_and_never_run_in_another_clients_transaction() {
+fn queued_reads_of_both_protocols_get_their_own_answers_outside_other_transactions() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     let gate = one_connection_gate(cluster, metrics_port);
@@ -88,8 +90,24 @@ fn queued_reads_get_their_own_answers_and_never_run_in_another_clients_transacti
             let config = gate.config("postgres", "postgres");
             thread::spawn(move || {
                 let mut client = config.connect(postgres::NoTls).expect("reader connects");
+                // Extended protocol: a named statement, Bind/Execute/Sync per run.
+                let statement = client
+                    .prepare(
+                        "SELECT $1::text || '-' || $2::int, \
+                         pg_catalog.pg_current_xact_id_if_assigned() IS NULL",
+                    )
+                    .expect("prepare");
                 for i in 0..200 {
-                    if i % 10 == 9 {
+                    if i % 2 == 1 {
+                        let row = client
+                            .query_one(&statement, &[&r.to_string(), &i])
+                            .unwrap_or_else(|e| panic!("reader {r}, query {i}: {e}"));
+                        let (tag, outside): (String, bool) = (row.get(0), row.get(1));
+                        assert_eq!(tag, format!("{r}-{i}"), "reader {r}, query {i}");
+                        assert!(outside, "reader {r}, query {i} ran in a transaction");
+                        continue;
+                    }
+                    if i % 10 == 8 {
                         // An error ends this client's read alone.
                         let e = client
                             .simple_query("SELECT 1 / 0")
@@ -251,4 +269,56 @@ fn a_queued_read_whose_server_is_terminated_is_sent_again() {
         "A got {a_reply:?}"
     );
     assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+}
+
+#[test]
+fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let mut a = RawConn::connect(gate.port);
+    a.login("postgres", "postgres");
+    let pid = rows(&a.query("SELECT pg_backend_pid()"))
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .expect("the server's process id");
+    a.send(&raw::query_message("SELECT 'a' FROM pg_sleep(3)"))
+        .expect("send A's read");
+    thread::sleep(Duration::from_millis(100));
+    let mut b = RawConn::connect(gate.port);
+    b.login("postgres", "postgres");
+    // Parse names a statement: were the name kept when the batch is sent
+    // again, the second Parse would fail with 42P05.
+    let mut batch = raw::parse_message("b_stmt", "SELECT 'b'", &[]);
+    batch.extend(raw::bind_message("", "b_stmt", &[]));
+    batch.extend(raw::execute_message("", 0));
+    batch.extend(raw::sync_message());
+    b.send(&batch).expect("send B's batch");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("SELECT pg_terminate_backend({pid})"),
+    );
+    let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
+    let tags: Vec<char> = b_reply.iter().map(|m| m.tag as char).collect();
+    assert_eq!(
+        tags,
+        vec!['1', '2', 'D', 'C', 'Z'],
+        "B got {b_reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    assert_eq!(rows(&b_reply), one("b"));
+    // The name is B's, once: running it again works.
+    let mut again = raw::bind_message("", "b_stmt", &[]);
+    again.extend(raw::execute_message("", 0));
+    again.extend(raw::sync_message());
+    let reply = b.exchange(&again, 1);
+    assert_eq!(rows(&reply), one("b"), "B's statement again: {reply:?}");
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    assert!(
+        rows(&a_reply) == one("a") || a_reply.iter().any(|m| m.tag == b'E'),
+        "A got {a_reply:?}"
+    );
 }

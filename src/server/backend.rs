@@ -1426,7 +1426,7 @@ fn apply_undo(c: &mut Client, b: &mut Backend, undo: Undo) {
 }
 
 /// The client's share of an undo (its statement names).
-fn undo_client_side(c: &mut Client, undo: Undo) {
+pub(super) fn undo_client_side(c: &mut Client, undo: Undo) {
     if let Some(session) = c.session.as_mut() {
         if let Some((name, stmt)) = undo.unregister {
             if session

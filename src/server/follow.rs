@@ -25,14 +25,18 @@ use crate::protocol::{self, frontend, parse_header};
 use crate::sql;
 
 use super::conn::{Backend, BackendState, Client, ClientState, Follower, Session};
-use super::extended::Reply;
+use super::extended::{self, Reply};
 use super::pool::{compatible, sync_sql};
 use super::worker::Worker;
 
-/// Length of the simple Query at the head of the client's input, if the
-/// client may follow another read with it: a whole Query that routing saw as
-/// a plain read outside a transaction, in an unpinned transaction-mode session.
-fn followable_query(c: &Client, max: usize) -> Option<usize> {
+/// Length of the batch at the head of the client's input, if the client may
+/// follow another read with it: a whole batch of plain reads outside a
+/// transaction in an unpinned transaction-mode session, either one simple
+/// Query or extended-protocol messages (starting with Parse or Bind, then
+/// Parse, Bind, Describe and Execute of read statements) up to a Sync. Every
+/// message is checked as forwarding will read it, so forwarding takes all of
+/// it.
+fn followable_batch(c: &Client, max: usize, write_functions: &[String]) -> Option<usize> {
     if c.discard_until_sync || c.unsynced || c.backend.is_some() || c.held.is_some() {
         return None;
     }
@@ -40,21 +44,78 @@ fn followable_query(c: &Client, max: usize) -> Option<usize> {
     if s.pinned.is_some() || s.hold_primary {
         return None;
     }
-    let class = c.head_class?;
-    if class.kind != sql::Kind::Read || class.pin.is_some() {
-        return None;
+    let read = |k: sql::Classification| k.kind == sql::Kind::Read && k.pin.is_none();
+    let mut parsed_unnamed = None;
+    // Statements this batch names itself: its Bind may use them.
+    let mut parsed_named: Vec<(&[u8], sql::Classification)> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let hdr = parse_header(c.rbuf.get(pos..)?, max).ok()??;
+        let len = hdr.frame_len();
+        let body = c.rbuf.get(pos + 5..pos + len)?;
+        let first = pos == 0;
+        match hdr.tag {
+            frontend::QUERY if first => {
+                let text = protocol::query_text(body)?;
+                // DEALLOCATE / DISCARD change PgGate's books for the connection.
+                return (read(c.head_class?) && sql::deallocate_target(text).is_none())
+                    .then_some(len);
+            }
+            frontend::PARSE => {
+                let (name, _, text) = extended::parse_parts(body)?;
+                let class = match c.head_class {
+                    Some(k) if first => k,
+                    _ => sql::classify(text, write_functions),
+                };
+                if !read(class) || sql::deallocate_target(text).is_some() {
+                    return None;
+                }
+                if name.is_empty() {
+                    parsed_unnamed = Some(class);
+                } else if s.statements.contains_key(name)
+                    || parsed_named.iter().any(|(n, _)| *n == name)
+                {
+                    return None;
+                } else {
+                    parsed_named.push((name, class));
+                }
+            }
+            frontend::BIND | frontend::DESCRIBE => {
+                let name = if hdr.tag == frontend::BIND {
+                    extended::bind_statement(body)?
+                } else {
+                    match extended::target(body)? {
+                        (b'S', n) if !first => n,
+                        (b'P', _) if !first => {
+                            pos += len;
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                };
+                let class = if name.is_empty() {
+                    parsed_unnamed.or(if s.unnamed.is_empty() {
+                        None
+                    } else {
+                        s.unnamed_class
+                    })
+                } else {
+                    parsed_named
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, k)| *k)
+                        .or_else(|| super::session::statement_class(s, name))
+                };
+                if !read(class?) {
+                    return None;
+                }
+            }
+            frontend::EXECUTE if !first => {}
+            frontend::SYNC if !first => return Some(pos + len),
+            _ => return None,
+        }
+        pos += len;
     }
-    let hdr = parse_header(&c.rbuf, max).ok()??;
-    let len = hdr.frame_len();
-    if hdr.tag != frontend::QUERY || c.rbuf.len() < len {
-        return None;
-    }
-    let text = protocol::query_text(&c.rbuf[5..len])?;
-    // DEALLOCATE / DISCARD change PgGate's books for the connection.
-    if sql::deallocate_target(text).is_some() {
-        return None;
-    }
-    Some(len)
 }
 
 /// Whether a read of `s` may be sent down `b` behind its running batch.
@@ -110,7 +171,7 @@ impl Worker {
         // Clients already queued for a connection go first.
         if pool.n_waiters.load(Ordering::Acquire) > 0
             || pool.total.load(Ordering::Acquire) < self.config.pool.size
-            || followable_query(c, max).is_none()
+            || followable_batch(c, max, &self.config.routing.write_functions).is_none()
         {
             return false;
         }
@@ -131,26 +192,31 @@ impl Worker {
         }
     }
 
-    /// Sends the client's head read down `bk` behind its running batch.
+    /// Sends the client's head batch down `bk` behind its running batch.
     fn follow(&mut self, ck: usize, bk: usize) {
         let max = self.config.proxy.max_message_size;
-        let now = self.now;
         let (Some(c), Some(b)) = (self.clients.get_mut(ck), self.backends.get_mut(bk)) else {
             return;
         };
-        let Some(len) = followable_query(c, max) else {
+        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
             return;
         };
-        // The copy is what is routed again if this connection fails first.
+        // Forwarding keeps the copy that is routed again if this connection
+        // fails first, and queues the replies, apart from the running batch's.
         c.retry.clear();
-        c.retry.extend_from_slice(&c.rbuf[..len]);
-        c.rbuf.drain(..len);
-        c.head_class = None;
         c.retry_armed = false;
         c.retry_collecting = false;
+        let running = std::mem::take(&mut b.replies);
+        let sent = self.forward_messages(ck, bk, Some(len));
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
+        let replies = std::mem::replace(&mut b.replies, running);
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        c.head_class = None;
         c.state = ClientState::Following { backend: bk };
-        let mut replies = VecDeque::with_capacity(1);
-        replies.push_back(Reply::Ready(now));
         b.followers.push_back(Follower {
             client: ck,
             generation: c.generation,
@@ -158,7 +224,7 @@ impl Worker {
             cancel: false,
         });
         crate::ops::metrics().pipelined_reads.inc();
-        if !super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &c.retry) {
+        if !sent {
             self.backend_lost(bk, "could not write to server");
         }
     }
@@ -215,8 +281,6 @@ impl Worker {
         if let Some(c) = self.clients.get_mut(f.client) {
             c.state = ClientState::Ready;
             c.backend = Some(bk);
-            c.retry_armed = true;
-            c.retry_collecting = false;
             c.tried = 0;
             c.connect_attempts = 0;
         }
@@ -259,7 +323,7 @@ impl Worker {
             .session
             .as_ref()
             .is_some_and(|s| can_follow(b, s, self.now, window))
-            && followable_query(c, max).is_some();
+            && followable_batch(c, max, &self.config.routing.write_functions).is_some();
         if ok {
             pool.remove_waiter(w.worker, w.client, w.generation);
             self.follow(ck, bk);
@@ -277,6 +341,14 @@ impl Worker {
                 continue;
             }
             c.state = ClientState::Ready;
+            // Its bookkeeping is undone as if the server had skipped it
+            // (a name its Parse registered goes again).
+            let mut replies = f.replies;
+            for r in replies.iter_mut() {
+                if let Some(u) = r.take_undo() {
+                    super::backend::undo_client_side(c, *u);
+                }
+            }
             super::backend::requeue_retry(c);
             self.client_input(f.client);
         }

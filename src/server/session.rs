@@ -710,6 +710,16 @@ impl Worker {
     /// in order. A new batch is pipelined onto the same connection only where
     /// it may run there; otherwise it waits for the connection to come free.
     fn forward_client(&mut self, ck: usize, bk: usize) {
+        self.forward_messages(ck, bk, None);
+    }
+
+    /// `forward_client`; with `behind = Some(len)`, forwards only the first
+    /// `len` bytes of the client's input (one whole batch of reads) to a
+    /// connection running another client's batch, queuing the replies in
+    /// `Backend::replies` as usual (the caller moves them to the follower)
+    /// and leaving the connection's own client and books alone. False when
+    /// the write failed (the caller declares the connection lost).
+    pub(super) fn forward_messages(&mut self, ck: usize, bk: usize, behind: Option<usize>) -> bool {
         let max = self.config.proxy.max_message_size;
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
@@ -718,18 +728,28 @@ impl Worker {
         out.clear();
         let Some(b) = self.backends.get_mut(bk) else {
             self.out = out;
-            return;
+            return true;
         };
-        if b.state != BackendState::Linked || !b.followers.is_empty() {
+        if b.state != BackendState::Linked || (behind.is_none() && !b.followers.is_empty()) {
             // Other clients' reads are queued behind this batch: the client's
             // next one goes wherever routing sends it once this one ends.
             self.out = out;
-            return;
+            return true;
         }
         let Some(c) = self.clients.get_mut(ck) else {
             self.out = out;
-            return;
+            return true;
         };
+        let end = behind.unwrap_or(usize::MAX).min(c.rbuf.len());
+        // Whether this call starts a batch on an idle, unpinned connection,
+        // and forwards nothing but reads (for `Backend::follow_ok`).
+        let mut plain = b.replies.is_empty()
+            && b.tx_status == b'I'
+            && !c.unsynced
+            && !c.discard_until_sync
+            && c.session
+                .as_ref()
+                .is_some_and(|s| s.pinned.is_none() && !s.hold_primary);
         let on_primary = Some(b.index) == primary;
         let now = self.now;
         let write_functions = &self.config.routing.write_functions;
@@ -737,11 +757,9 @@ impl Worker {
         let mut invalid = None;
         let mut newly_pinned = None;
         let mut head_class = c.head_class.take();
-        // Length of the read this call forwarded first, if it is one.
-        let mut one_read = 0;
         let mut pos = 0;
-        while pos < c.rbuf.len() {
-            let hdr = match parse_header(&c.rbuf[pos..], max) {
+        while pos < end {
+            let hdr = match parse_header(&c.rbuf[pos..end], max) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -750,7 +768,7 @@ impl Worker {
                 }
             };
             let frame_len = hdr.frame_len();
-            if c.rbuf.len() - pos < frame_len {
+            if end - pos < frame_len {
                 break;
             }
             let t = hdr.tag;
@@ -762,6 +780,7 @@ impl Worker {
                 break;
             };
             if c.discard_until_sync {
+                plain = false;
                 // An error PgGate raised itself: skip to Sync as the server would.
                 if t == frontend::SYNC {
                     c.discard_until_sync = false;
@@ -858,6 +877,17 @@ impl Worker {
                     }
                 }
             }
+            if matches!(
+                t,
+                frontend::COPY_DATA
+                    | frontend::COPY_DONE
+                    | frontend::COPY_FAIL
+                    | frontend::FLUSH
+                    | frontend::FUNCTION_CALL
+                    | frontend::TERMINATE
+            ) {
+                plain = false;
+            }
             match t {
                 frontend::COPY_DATA => out.extend_from_slice(frame),
                 frontend::COPY_DONE | frontend::COPY_FAIL => {
@@ -878,6 +908,7 @@ impl Worker {
                             b.replies.push_back(Reply::LocalReady { tag: "DEALLOCATE" });
                         }
                         Some(sql::Deallocate::All) => {
+                            plain = false;
                             // The server's own statements go too: forget what it had.
                             session.statements.clear();
                             b.prepared.clear();
@@ -894,9 +925,6 @@ impl Worker {
                                     .is_some_and(|k| k.kind == sql::Kind::Read && k.pin.is_none());
                             c.retry_armed = retryable;
                             c.retry_collecting = false;
-                            if retryable && pos == 0 {
-                                one_read = frame_len;
-                            }
                             if retryable {
                                 c.retry.clear();
                                 c.retry.extend_from_slice(frame);
@@ -1111,12 +1139,28 @@ impl Worker {
         if !out.is_empty() {
             ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &out);
         }
+        if behind.is_some() {
+            // Sent behind another client's batch: that client's books stay.
+            // Anything short of the whole batch counts as a failure.
+            c.rbuf.drain(..pos);
+            out.clear();
+            self.out = out;
+            return ok && invalid.is_none() && pos == end;
+        }
         let full = b.wbuf.len() > OUTPUT_HIGH_WATER;
         if pos > 0 {
-            // One read outside a transaction, whole: another client's read may follow it.
-            // (A simple Query alone, outside a transaction, unpinned, that
-            // routing saw as a plain read: the retryable kind.)
-            follow_ok = one_read == pos;
+            // One whole batch of reads, kept for a retry, from an idle
+            // connection: another client's read may follow it.
+            follow_ok = plain
+                && c.retry_armed
+                && !c.retry_collecting
+                && !c.unsynced
+                && matches!(b.replies.back(), Some(Reply::Ready(_)))
+                && b.replies
+                    .iter()
+                    .filter(|r| matches!(r, Reply::Ready(_) | Reply::LocalReady { .. }))
+                    .count()
+                    == 1;
             b.follow_ok = follow_ok;
             b.busy_since = now;
             // Edge-triggered: a client paused while it waited must be read again.
@@ -1133,7 +1177,7 @@ impl Worker {
         self.out = out;
         if !ok {
             self.backend_lost(bk, "could not write to server");
-            return;
+            return true;
         }
         if let Some(reason) = newly_pinned {
             if !on_primary {
@@ -1151,11 +1195,11 @@ impl Worker {
         }
         if let Some(msg) = invalid {
             self.fatal(ck, "08P01", &msg);
-            return;
+            return true;
         }
         if terminate {
             self.close_client(ck, "client terminated");
-            return;
+            return true;
         }
         if local_head {
             // PgGate's own replies are due now.
@@ -1168,6 +1212,7 @@ impl Worker {
         if resume_read {
             self.read_client(ck);
         }
+        true
     }
 
     /// The batch at the head of the client's input cannot be served: answer it
@@ -1444,7 +1489,7 @@ fn printable(tag: u8) -> String {
 }
 
 /// The class a Bind or Describe of statement `name` routes by.
-fn statement_class(session: &Session, name: &[u8]) -> Option<sql::Classification> {
+pub(super) fn statement_class(session: &Session, name: &[u8]) -> Option<sql::Classification> {
     if name.is_empty() {
         session.unnamed_class
     } else {
