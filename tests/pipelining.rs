@@ -72,6 +72,42 @@ fn sent(gate: &PgGate, sql: &str) -> RawConn {
     conn
 }
 
+/// Client A of a one-connection gate, with `SELECT 'a' FROM pg_sleep(3)`
+/// running (sent 100 ms ago), and the process id of the server running it.
+fn running_read(gate: &PgGate) -> (RawConn, String) {
+    let mut a = RawConn::connect(gate.port);
+    a.login("postgres", "postgres");
+    // One connection in the pool: A's next read runs on this server process.
+    let pid = rows(&a.query("SELECT pg_backend_pid()"))
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .expect("the server's process id");
+    a.send(&raw::query_message("SELECT 'a' FROM pg_sleep(3)"))
+        .expect("send A's read");
+    thread::sleep(Duration::from_millis(100));
+    (a, pid)
+}
+
+fn terminate(cluster: &Cluster, pid: &str) {
+    cluster.psql(
+        cluster.primary_port,
+        "postgres",
+        "postgres",
+        &format!("SELECT pg_terminate_backend({pid})"),
+    );
+}
+
+/// A's read, whose server was terminated, is sent again (nothing of it
+/// reached A) or fails cleanly; either way A's session goes on.
+fn a_goes_on(a: &mut RawConn) {
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    assert!(
+        rows(&a_reply) == one("a") || a_reply.iter().any(|m| m.tag == b'E'),
+        "A got {a_reply:?}"
+    );
+    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+}
+
 #[test]
 fn queued_reads_of_both_protocols_get_their_own_answers_outside_other_transactions() {
     let cluster = Cluster::shared();
@@ -180,7 +216,7 @@ fn a_client_that_leaves_while_its_read_is_queued_disturbs_nobody() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     let gate = one_connection_gate(cluster, metrics_port);
-    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(0.5)");
+    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(1.5)");
     thread::sleep(Duration::from_millis(100));
     let b = sent(&gate, "SELECT 'b'");
     wait_pipelined(metrics_port, 1.0, &gate);
@@ -205,7 +241,7 @@ fn cancelling_a_queued_read_cancels_it_and_not_the_read_ahead_of_it() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     let gate = one_connection_gate(cluster, metrics_port);
-    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(1)");
+    let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(2)");
     thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     let mut b = sent(&gate, "SELECT 'b' FROM pg_sleep(8)");
@@ -235,24 +271,10 @@ fn a_queued_read_whose_server_is_terminated_is_sent_again() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     let gate = one_connection_gate(cluster, metrics_port);
-    let mut a = RawConn::connect(gate.port);
-    a.login("postgres", "postgres");
-    // One connection in the pool: A's next read runs on this server process.
-    let pid = rows(&a.query("SELECT pg_backend_pid()"))
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .expect("the server's process id");
-    a.send(&raw::query_message("SELECT 'a' FROM pg_sleep(3)"))
-        .expect("send A's read");
-    thread::sleep(Duration::from_millis(100));
+    let (mut a, pid) = running_read(&gate);
     let mut b = sent(&gate, "SELECT 'b'");
     wait_pipelined(metrics_port, 1.0, &gate);
-    cluster.psql(
-        cluster.primary_port,
-        "postgres",
-        "postgres",
-        &format!("SELECT pg_terminate_backend({pid})"),
-    );
+    terminate(cluster, &pid);
     let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
     assert_eq!(
         rows(&b_reply),
@@ -260,15 +282,7 @@ fn a_queued_read_whose_server_is_terminated_is_sent_again() {
         "B got {b_reply:?}\n{}",
         tail(&gate.log_contents(), 20)
     );
-    // A's read is sent again too (nothing of it reached A), or fails
-    // cleanly; either way A's session goes on.
-    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
-    let a_rows = rows(&a_reply);
-    assert!(
-        a_rows == one("a") || a_reply.iter().any(|m| m.tag == b'E'),
-        "A got {a_reply:?}"
-    );
-    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+    a_goes_on(&mut a);
 }
 
 #[test]
@@ -276,15 +290,7 @@ fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     let gate = one_connection_gate(cluster, metrics_port);
-    let mut a = RawConn::connect(gate.port);
-    a.login("postgres", "postgres");
-    let pid = rows(&a.query("SELECT pg_backend_pid()"))
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .expect("the server's process id");
-    a.send(&raw::query_message("SELECT 'a' FROM pg_sleep(3)"))
-        .expect("send A's read");
-    thread::sleep(Duration::from_millis(100));
+    let (mut a, pid) = running_read(&gate);
     let mut b = RawConn::connect(gate.port);
     b.login("postgres", "postgres");
     // Parse names a statement: were the name kept when the batch is sent
@@ -295,12 +301,7 @@ fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
     batch.extend(raw::sync_message());
     b.send(&batch).expect("send B's batch");
     wait_pipelined(metrics_port, 1.0, &gate);
-    cluster.psql(
-        cluster.primary_port,
-        "postgres",
-        "postgres",
-        &format!("SELECT pg_terminate_backend({pid})"),
-    );
+    terminate(cluster, &pid);
     let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
     let tags: Vec<char> = b_reply.iter().map(|m| m.tag as char).collect();
     assert_eq!(
@@ -316,9 +317,5 @@ fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
     again.extend(raw::sync_message());
     let reply = b.exchange(&again, 1);
     assert_eq!(rows(&reply), one("b"), "B's statement again: {reply:?}");
-    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
-    assert!(
-        rows(&a_reply) == one("a") || a_reply.iter().any(|m| m.tag == b'E'),
-        "A got {a_reply:?}"
-    );
+    a_goes_on(&mut a);
 }
