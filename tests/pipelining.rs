@@ -218,20 +218,24 @@ fn a_client_that_leaves_while_its_read_is_queued_disturbs_nobody() {
     let gate = one_connection_gate(cluster, metrics_port);
     let mut a = sent(&gate, "SELECT 'a' FROM pg_sleep(1.5)");
     thread::sleep(Duration::from_millis(100));
-    let b = sent(&gate, "SELECT 'b'");
+    let mut b = sent(&gate, "SELECT 'b'");
     wait_pipelined(metrics_port, 1.0, &gate);
-    // B's read is on the server's socket behind A's; B goes.
-    b.vanish();
-    let mut c = sent(&gate, "SELECT 'c'");
-    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
-    assert_eq!(rows(&a_reply), one("a"), "A got {a_reply:?}");
-    let c_reply = c.read_until_readies_within(1, Duration::from_secs(10));
-    assert_eq!(
-        rows(&c_reply),
-        one("c"),
-        "C got {c_reply:?}\n{}",
-        tail(&gate.log_contents(), 20)
-    );
+    let c = sent(&gate, "SELECT 'c' FROM pg_sleep(0.2)");
+    wait_pipelined(metrics_port, 2.0, &gate);
+    // Three reads on the server's socket, in order: A's, B's and C's. C goes
+    // and D queues behind it.
+    c.vanish();
+    let mut d = sent(&gate, "SELECT 'd'");
+    wait_pipelined(metrics_port, 3.0, &gate);
+    for (name, conn, want) in [("A", &mut a, "a"), ("B", &mut b, "b"), ("D", &mut d, "d")] {
+        let reply = conn.read_until_readies_within(1, Duration::from_secs(10));
+        assert_eq!(
+            rows(&reply),
+            one(want),
+            "{name} got {reply:?}\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+    }
     // The connection is clean for whoever comes next.
     assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
 }

@@ -118,6 +118,8 @@ pub struct PoolConfig {
     /// A read waiting for a full pool may be sent down a connection whose
     /// running read was sent less than this long ago; zero turns it off.
     pub pipeline_window: Duration,
+    /// At most this many reads wait behind one connection's running read; at least 1.
+    pub pipeline_depth: usize,
 }
 
 /// `[routing]`.
@@ -302,6 +304,7 @@ impl Default for PoolConfig {
             max_lifetime: Duration::from_secs(60 * 60),
             max_prepared_statements: 1000,
             pipeline_window: Duration::from_millis(2),
+            pipeline_depth: 8,
         }
     }
 }

@@ -59,6 +59,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "max_lifetime",
             "max_prepared_statements",
             "pipeline_window",
+            "pipeline_depth",
         ],
     ),
     (
@@ -329,6 +330,7 @@ impl Reader<'_> {
                 unsigned,
             ),
             pipeline_window: self.field(&s, "pipeline_window", d.pipeline_window, duration),
+            pipeline_depth: self.field(&s, "pipeline_depth", d.pipeline_depth, unsigned),
         }
     }
 

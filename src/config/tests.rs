@@ -227,6 +227,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
         max_lifetime = "2h"
         max_prepared_statements = 10
         pipeline_window = "5ms"
+        pipeline_depth = 3
 
         [routing]
         reads = "primary"
@@ -299,6 +300,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
             max_lifetime: Duration::from_secs(7200),
             max_prepared_statements: 10,
             pipeline_window: Duration::from_millis(5),
+            pipeline_depth: 3,
         },
         routing: RoutingConfig {
             reads: ReadsTarget::Primary,
@@ -959,6 +961,15 @@ fn connect_retries_are_at_most_100() {
         "[pool]\nconnect_retries = 101",
         "pool.connect_retries",
         &["0 to 100"],
+    );
+}
+
+#[test]
+fn pipeline_depth_must_be_at_least_one() {
+    assert_single_error(
+        "[pool]\npipeline_depth = 0",
+        "pool.pipeline_depth",
+        &["at least 1"],
     );
 }
 

@@ -190,6 +190,15 @@ impl Rules<'_> {
             &["pool.max_prepared_statements"],
             || "must be at least 1".to_string(),
         );
+        self.check(
+            pool.pipeline_depth >= 1,
+            "pool.pipeline_depth",
+            &["pool.pipeline_depth"],
+            || {
+                "must be at least 1 (turn pipelining off with pool.pipeline_window = \"0ms\")"
+                    .to_string()
+            },
+        );
     }
 
     fn routing(&mut self, config: &Config) {

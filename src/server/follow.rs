@@ -4,11 +4,11 @@
 //! for a connection to come back. If a connection is running another client's
 //! read of that kind (one batch, sent moments ago, that hands the connection
 //! back at its ReadyForQuery), the waiting read is sent down it at once, behind
-//! the running one. The server then finds its next query already waiting when
-//! it finishes, instead of sleeping until PgGate has passed the reply on and
-//! sent the next one; PgGate sends to it once for both.
+//! the running one (and up to `pool.pipeline_depth` reads queue this way). The
+//! server then finds its next query already waiting when it finishes, instead
+//! of sleeping until PgGate has passed the reply on and sent the next one.
 //!
-//! The follower takes the connection over at the running batch's
+//! The first follower takes the connection over at the running batch's
 //! ReadyForQuery, with its replies queued as if it had been linked all along.
 //! Nothing of one client's batch reaches another: PgGate stops reading the
 //! running batch's replies at its ReadyForQuery and hands over before reading
@@ -124,10 +124,11 @@ fn can_follow(
     s: &Session,
     now: std::time::Instant,
     window: std::time::Duration,
+    depth: usize,
 ) -> bool {
     b.state == BackendState::Linked
         && b.follow_ok
-        && b.followers.is_empty()
+        && b.followers.len() < depth
         // Its batch is still running (its ReadyForQuery is what hands over).
         && matches!(b.replies.back(), Some(Reply::Ready(_)))
         && b.counted
@@ -159,6 +160,7 @@ impl Worker {
         }
         let max = self.config.proxy.max_message_size;
         let window = self.config.pool.pipeline_window;
+        let depth = self.config.pool.pipeline_depth;
         let Some(c) = self.clients.get(ck) else {
             return false;
         };
@@ -180,7 +182,7 @@ impl Worker {
         let best = self
             .backends
             .iter()
-            .filter(|(_, b)| b.index == index && can_follow(b, s, now, window))
+            .filter(|(_, b)| b.index == index && can_follow(b, s, now, window, depth))
             .min_by_key(|(_, b)| b.busy_since)
             .map(|(bk, _)| bk);
         match best {
@@ -292,42 +294,49 @@ impl Worker {
         true
     }
 
-    /// A connection just passed to its follower: the client at the front of
-    /// the pool's queue, if it is on this worker with a read, follows it.
+    /// A read started on `bk`: the clients at the front of the pool's queue,
+    /// while they are on this worker with a read and there is room, follow it.
     pub fn follow_from_queue(&mut self, bk: usize) {
+        while self.follow_one_from_queue(bk) {}
+    }
+
+    /// Moves the front waiter behind the reads on `bk`; false when it cannot.
+    fn follow_one_from_queue(&mut self, bk: usize) -> bool {
         let max = self.config.proxy.max_message_size;
         let window = self.config.pool.pipeline_window;
+        let depth = self.config.pool.pipeline_depth;
         let Some(b) = self.backends.get(bk) else {
-            return;
+            return false;
         };
         let pools = b.pools.clone();
         let index = b.index;
         let pool = &pools.per_backend[index];
         if pool.n_waiters.load(Ordering::Acquire) == 0 {
-            return;
+            return false;
         }
         let Some(w) = pool.waiters.lock().front().copied() else {
-            return;
+            return false;
         };
         if w.worker != self.id {
-            return;
+            return false;
         }
         let ck = (w.client.0 - 1) / 2;
         if !self.client_waits_for(ck, w.generation, index) {
-            return;
+            return false;
         }
         let (Some(c), Some(b)) = (self.clients.get(ck), self.backends.get(bk)) else {
-            return;
+            return false;
         };
         let ok = c
             .session
             .as_ref()
-            .is_some_and(|s| can_follow(b, s, self.now, window))
+            .is_some_and(|s| can_follow(b, s, self.now, window, depth))
             && followable_batch(c, max, &self.config.routing.write_functions).is_some();
         if ok {
             pool.remove_waiter(w.worker, w.client, w.generation);
             self.follow(ck, bk);
         }
+        ok
     }
 
     /// A connection with followers is gone: each live follower's read is
