@@ -173,10 +173,12 @@ impl Worker {
         // Clients already queued for a connection go first.
         if pool.n_waiters.load(Ordering::Acquire) > 0
             || pool.total.load(Ordering::Acquire) < self.config.pool.size
-            || followable_batch(c, max, &self.config.routing.write_functions).is_none()
         {
             return false;
         }
+        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
+            return false;
+        };
         let now = self.now;
         // The read sent longest ago is likely to finish first.
         let best = self
@@ -187,20 +189,17 @@ impl Worker {
             .map(|(bk, _)| bk);
         match best {
             Some(bk) => {
-                self.follow(ck, bk);
+                self.follow(ck, bk, len);
                 true
             }
             None => false,
         }
     }
 
-    /// Sends the client's head batch down `bk` behind its running batch.
-    fn follow(&mut self, ck: usize, bk: usize) {
-        let max = self.config.proxy.max_message_size;
+    /// Sends the client's head batch, `len` bytes that `followable_batch`
+    /// passed, down `bk` behind its running batch.
+    fn follow(&mut self, ck: usize, bk: usize, len: usize) {
         let (Some(c), Some(b)) = (self.clients.get_mut(ck), self.backends.get_mut(bk)) else {
-            return;
-        };
-        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
             return;
         };
         // Forwarding keeps the copy that is routed again if this connection
@@ -327,16 +326,19 @@ impl Worker {
         let (Some(c), Some(b)) = (self.clients.get(ck), self.backends.get(bk)) else {
             return false;
         };
-        let ok = c
+        if !c
             .session
             .as_ref()
             .is_some_and(|s| can_follow(b, s, self.now, window, depth))
-            && followable_batch(c, max, &self.config.routing.write_functions).is_some();
-        if ok {
-            pool.remove_waiter(w.worker, w.client, w.generation);
-            self.follow(ck, bk);
+        {
+            return false;
         }
-        ok
+        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
+            return false;
+        };
+        pool.remove_waiter(w.worker, w.client, w.generation);
+        self.follow(ck, bk, len);
+        true
     }
 
     /// A connection with followers is gone: each live follower's read is
