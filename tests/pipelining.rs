@@ -323,3 +323,87 @@ fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
     assert_eq!(rows(&reply), one("b"), "B's statement again: {reply:?}");
     a_goes_on(&mut a);
 }
+
+/// Sends `SELECT '<name>:' || pg_backend_pid() FROM pg_sleep(<secs>)` through
+/// a new client of `gate`.
+fn sent_read(gate: &PgGate, name: &str, secs: f64) -> RawConn {
+    sent(
+        gate,
+        &format!("SELECT '{name}:' || pg_backend_pid() FROM pg_sleep({secs})"),
+    )
+}
+
+/// The server process id in the reply of a `sent_read` called `name`.
+fn server_of(conn: &mut RawConn, name: &str, gate: &PgGate) -> String {
+    let reply = conn.read_until_readies_within(1, Duration::from_secs(10));
+    let got = rows(&reply);
+    let text = got
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_else(|| panic!("{name} got {reply:?}\n{}", tail(&gate.log_contents(), 20)));
+    text.strip_prefix(&format!("{name}:"))
+        .unwrap_or_else(|| panic!("{name} got another client's answer: {text}"))
+        .to_string()
+}
+
+#[test]
+fn reads_take_idle_connections_until_pipeline_after_are_busy_then_queue_behind_them() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    // Four connections per pool and the default pool.pipeline_after (2).
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n\
+             [pool]\nsize = 4\npipeline_window = \"10s\"\n\
+             [routing]\nreads = \"primary\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ),
+    );
+    let mut a = sent_read(&gate, "a", 1.5);
+    thread::sleep(Duration::from_millis(100));
+    // One connection busy: B's read takes another.
+    let mut b = sent_read(&gate, "b", 1.5);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(pipelined(metrics_port), 0.0, "B queued behind A");
+    // Two busy: C's read queues behind one of them though two are free.
+    let mut c = sent_read(&gate, "c", 0.0);
+    wait_pipelined(metrics_port, 1.0, &gate);
+    let a_pid = server_of(&mut a, "a", &gate);
+    let b_pid = server_of(&mut b, "b", &gate);
+    let c_pid = server_of(&mut c, "c", &gate);
+    assert_ne!(a_pid, b_pid, "A and B shared a server process");
+    assert!(
+        c_pid == a_pid || c_pid == b_pid,
+        "C ran on {c_pid}, neither A's ({a_pid}) nor B's ({b_pid})"
+    );
+    // The connection went back clean.
+    assert_eq!(rows(&c.query("SELECT 41 + 1")), one("42"));
+}
+
+#[test]
+fn with_pipeline_after_one_a_read_queues_behind_the_one_running_read() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n\
+             [pool]\nsize = 4\npipeline_window = \"10s\"\npipeline_after = 1\n\
+             [routing]\nreads = \"primary\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ),
+    );
+    let mut a = sent_read(&gate, "a", 1.0);
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut b = sent_read(&gate, "b", 0.0);
+    wait_pipelined(metrics_port, 1.0, &gate);
+    let a_pid = server_of(&mut a, "a", &gate);
+    let b_pid = server_of(&mut b, "b", &gate);
+    assert_eq!(a_pid, b_pid, "B did not run behind A");
+    assert!(
+        started.elapsed() > Duration::from_millis(600),
+        "B was answered before A's read ended"
+    );
+}

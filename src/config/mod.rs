@@ -120,6 +120,9 @@ pub struct PoolConfig {
     pub pipeline_window: Duration,
     /// At most this many reads wait behind one connection's running read; at least 1.
     pub pipeline_depth: usize,
+    /// Once this many of a worker's connections to one backend are running,
+    /// reads are pipelined behind them rather than taking another; at least 1.
+    pub pipeline_after: usize,
 }
 
 /// `[routing]`.
@@ -305,6 +308,7 @@ impl Default for PoolConfig {
             max_prepared_statements: 1000,
             pipeline_window: Duration::from_millis(2),
             pipeline_depth: 8,
+            pipeline_after: 2,
         }
     }
 }

@@ -60,6 +60,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "max_prepared_statements",
             "pipeline_window",
             "pipeline_depth",
+            "pipeline_after",
         ],
     ),
     (
@@ -331,6 +332,7 @@ impl Reader<'_> {
             ),
             pipeline_window: self.field(&s, "pipeline_window", d.pipeline_window, duration),
             pipeline_depth: self.field(&s, "pipeline_depth", d.pipeline_depth, unsigned),
+            pipeline_after: self.field(&s, "pipeline_after", d.pipeline_after, unsigned),
         }
     }
 

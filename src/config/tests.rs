@@ -228,6 +228,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
         max_prepared_statements = 10
         pipeline_window = "5ms"
         pipeline_depth = 3
+        pipeline_after = 5
 
         [routing]
         reads = "primary"
@@ -301,6 +302,7 @@ fn every_key_set_to_a_non_default_value_round_trips() {
             max_prepared_statements: 10,
             pipeline_window: Duration::from_millis(5),
             pipeline_depth: 3,
+            pipeline_after: 5,
         },
         routing: RoutingConfig {
             reads: ReadsTarget::Primary,
@@ -961,6 +963,15 @@ fn connect_retries_are_at_most_100() {
         "[pool]\nconnect_retries = 101",
         "pool.connect_retries",
         &["0 to 100"],
+    );
+}
+
+#[test]
+fn pipeline_after_must_be_at_least_one() {
+    assert_single_error(
+        "[pool]\npipeline_after = 0",
+        "pool.pipeline_after",
+        &["at least 1"],
     );
 }
 

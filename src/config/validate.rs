@@ -191,6 +191,12 @@ impl Rules<'_> {
             || "must be at least 1".to_string(),
         );
         self.check(
+            pool.pipeline_after >= 1,
+            "pool.pipeline_after",
+            &["pool.pipeline_after"],
+            || "must be at least 1".to_string(),
+        );
+        self.check(
             pool.pipeline_depth >= 1,
             "pool.pipeline_depth",
             &["pool.pipeline_depth"],

@@ -1,12 +1,14 @@
 //! Pipelining reads across clients (`pool.pipeline_window`).
 //!
 //! When a pool is full, a client's plain read outside a transaction would wait
-//! for a connection to come back. If a connection is running another client's
-//! read of that kind (one batch, sent moments ago, that hands the connection
-//! back at its ReadyForQuery), the waiting read is sent down it at once, behind
-//! the running one (and up to `pool.pipeline_depth` reads queue this way). The
-//! server then finds its next query already waiting when it finishes, instead
-//! of sleeping until PgGate has passed the reply on and sent the next one.
+//! for a connection to come back; once `pool.pipeline_after` connections are
+//! busy, it would wake another server process. If a connection is running
+//! another client's read of that kind (one batch, sent moments ago, that hands
+//! the connection back at its ReadyForQuery), the read is sent down it
+//! instead, behind the running one (and up to `pool.pipeline_depth` reads
+//! queue this way). The server then finds its next query already waiting when
+//! it finishes, instead of sleeping until PgGate has passed the reply on and
+//! sent the next one.
 //!
 //! The first follower takes the connection over at the running batch's
 //! ReadyForQuery, with its replies queued as if it had been linked all along.
@@ -145,55 +147,79 @@ fn can_follow(
         && sync_sql(&b.applied, &s.params).is_none()
 }
 
+/// What `Worker::try_follow` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// The read was sent behind another; the client is `Following`.
+    Sent,
+    /// Not now: too few connections are busy, or clients are queued.
+    No,
+    /// Nothing running here can take this client's read (nor will, until
+    /// something else happens).
+    Nowhere,
+}
+
 impl Worker {
     fn pipelining(&self) -> bool {
         !self.config.pool.pipeline_window.is_zero()
             && self.config.pool.mode == PoolMode::Transaction
     }
 
-    /// The pool of backend `index` is full: send the client's read behind a
-    /// running one on this worker if one may take it. True when sent (the
-    /// client is then `Following`).
-    pub fn try_follow(&mut self, ck: usize, index: usize) -> bool {
+    /// Sends the client's read behind a running one on this worker, if one
+    /// may take it, when either `pool.pipeline_after` of this worker's
+    /// connections to backend `index` are running batches or (`full`) the pool
+    /// is full and nothing here is idle. Among the connections that may take
+    /// it, the one with the fewest reads queued wins, then the one whose read
+    /// was sent longest ago (likely to finish first).
+    pub fn try_follow(&mut self, ck: usize, index: usize, full: bool) -> Follow {
         if !self.pipelining() {
-            return false;
+            return Follow::No;
         }
-        let max = self.config.proxy.max_message_size;
         let window = self.config.pool.pipeline_window;
         let depth = self.config.pool.pipeline_depth;
         let Some(c) = self.clients.get(ck) else {
-            return false;
+            return Follow::No;
         };
         let Some(s) = c.session.as_ref() else {
-            return false;
+            return Follow::No;
         };
         let Some(pool) = s.pools.per_backend.get(index) else {
-            return false;
+            return Follow::No;
         };
         // Clients already queued for a connection go first.
-        if pool.n_waiters.load(Ordering::Acquire) > 0
-            || pool.total.load(Ordering::Acquire) < self.config.pool.size
-        {
-            return false;
+        if pool.n_waiters.load(Ordering::Acquire) > 0 {
+            return Follow::No;
         }
-        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
-            return false;
-        };
+        let full = full && pool.total.load(Ordering::Acquire) >= self.config.pool.size;
         let now = self.now;
-        // The read sent longest ago is likely to finish first.
-        let best = self
-            .backends
-            .iter()
-            .filter(|(_, b)| b.index == index && can_follow(b, s, now, window, depth))
-            .min_by_key(|(_, b)| b.busy_since)
-            .map(|(bk, _)| bk);
-        match best {
-            Some(bk) => {
-                self.follow(ck, bk, len);
-                true
+        let mut busy = 0;
+        let mut best: Option<(usize, usize, std::time::Instant)> = None;
+        for (bk, b) in self.backends.iter() {
+            if b.index != index
+                || b.state != BackendState::Linked
+                || !Arc::ptr_eq(&b.pools, &s.pools)
+            {
+                continue;
             }
-            None => false,
+            busy += 1;
+            if can_follow(b, s, now, window, depth)
+                && best.is_none_or(|(_, n, t)| (b.followers.len(), b.busy_since) < (n, t))
+            {
+                best = Some((bk, b.followers.len(), b.busy_since));
+            }
         }
+        let Some((bk, _, _)) = best else {
+            return Follow::Nowhere;
+        };
+        if !full && busy < self.config.pool.pipeline_after {
+            return Follow::No;
+        }
+        let max = self.config.proxy.max_message_size;
+        let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
+            return Follow::Nowhere;
+        };
+        self.follow(ck, bk, len);
+        Follow::Sent
     }
 
     /// Sends the client's head batch, `len` bytes that `followable_batch`

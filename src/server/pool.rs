@@ -12,6 +12,7 @@ use mio::{Interest, Token};
 use crate::protocol::write;
 
 use super::conn::{Backend, BackendState, ClientState, Params};
+use super::follow::Follow;
 use super::shared::{UserPools, Waiter};
 use super::worker::{backend_token, client_token, TimerKind, Worker, WorkerMsg};
 
@@ -71,12 +72,18 @@ impl Worker {
         let pools = s.pools.clone();
         let params = s.params.clone();
         let generation = c.generation;
+        // Enough connections busy: a read goes behind one about to finish
+        // rather than waking another server process.
+        let follow = self.try_follow(ck, index, false);
+        if follow == Follow::Sent {
+            return false;
+        }
         if let Some(bk) = self.take_idle(pools.id, index, Some(&params)) {
             self.link(ck, bk);
             return true;
         }
         // A full pool: a read may go behind one that is about to finish.
-        if self.try_follow(ck, index) {
+        if follow == Follow::No && self.try_follow(ck, index, true) == Follow::Sent {
             return false;
         }
         let cap = self.config.pool.size;
