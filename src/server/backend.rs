@@ -98,6 +98,7 @@ impl Worker {
             idle_since: now,
             eof: false,
             read_paused: false,
+            deferred: false,
             hup: false,
             followers: std::collections::VecDeque::new(),
             follow_ok: false,

@@ -202,6 +202,9 @@ pub struct Backend {
     pub counted: bool,
     pub rbuf: Vec<u8>,
     pub wbuf: Vec<u8>,
+    /// `wbuf` holds reads sent behind the running one that go out together
+    /// at the end of the event-loop pass (`Worker::flush_deferred`).
+    pub deferred: bool,
     /// Body bytes of the current backend message still to pass through unread.
     pub skip: usize,
     /// The server's own BackendKeyData.

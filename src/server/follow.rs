@@ -8,7 +8,8 @@
 //! instead, behind the running one (and up to `pool.pipeline_depth` reads
 //! queue this way). The server then finds its next query already waiting when
 //! it finishes, instead of sleeping until PgGate has passed the reply on and
-//! sent the next one.
+//! sent the next one. Reads queued during one pass of the event loop leave in
+//! one write (`Backend::deferred`).
 //!
 //! The first follower takes the connection over at the running batch's
 //! ReadyForQuery, with its replies queued as if it had been linked all along.
@@ -140,7 +141,7 @@ fn can_follow(
         && !b.eof
         && !b.swallow_to_ready
         && b.tx_status == b'I'
-        && b.wbuf.is_empty()
+        && (b.wbuf.is_empty() || b.deferred)
         && now.saturating_duration_since(b.busy_since) < window
         && Arc::ptr_eq(&b.pools, &s.pools)
         && compatible(&b.baseline, &s.params)

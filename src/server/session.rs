@@ -1137,7 +1137,17 @@ impl Worker {
         let mut follow_ok = false;
         let mut ok = true;
         if !out.is_empty() {
-            ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &out);
+            if behind.is_some() && b.wbuf.is_empty() {
+                // Behind a running read: it goes out at the end of this pass,
+                // with any other read that follows this one meanwhile.
+                b.wbuf.extend_from_slice(&out);
+                b.deferred = true;
+                self.deferred.push(bk);
+            } else if behind.is_some() && b.deferred {
+                b.wbuf.extend_from_slice(&out);
+            } else {
+                ok = super::worker::write_or_buffer(&mut b.sock, &mut b.wbuf, &out);
+            }
         }
         if behind.is_some() {
             // Sent behind another client's batch: that client's books stay.

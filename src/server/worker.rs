@@ -110,6 +110,8 @@ pub struct Worker {
     config_version: u64,
     /// Query-mode clients waiting for a primary connection's ParameterStatus values.
     pub param_waiters: Vec<(usize, u64)>,
+    /// Backends whose `wbuf` waits for the end of this pass (`Backend::deferred`).
+    pub deferred: Vec<usize>,
 }
 
 pub fn client_token(key: usize) -> Token {
@@ -237,6 +239,7 @@ impl Worker {
             client_idle_checked: !shared_idle_timeout.is_zero(),
             config_version: 0,
             param_waiters: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -298,6 +301,7 @@ impl Worker {
                 self.dispatch(ev);
             }
             self.fire_timers();
+            self.flush_deferred();
             if self.stopping && self.clients.is_empty() {
                 log::debug!("worker {} stopped", self.id);
                 return;
@@ -600,6 +604,22 @@ impl Worker {
             return false;
         }
         true
+    }
+
+    /// Writes what this pass queued behind running reads: reads that arrived
+    /// together reach the server in one write.
+    fn flush_deferred(&mut self) {
+        while let Some(bk) = self.deferred.pop() {
+            let Some(b) = self.backends.get_mut(bk) else {
+                continue;
+            };
+            if !std::mem::take(&mut b.deferred) {
+                continue;
+            }
+            if !flush(&mut b.sock, &mut b.wbuf) {
+                self.backend_lost(bk, "could not write to server");
+            }
+        }
     }
 
     /// The client's socket can take more: flush, then resume whoever was paused on it.
