@@ -191,7 +191,12 @@ impl Worker {
         if pool.n_waiters.load(Ordering::Acquire) > 0 {
             return Follow::No;
         }
-        let full = full && pool.total.load(Ordering::Acquire) >= self.config.pool.size;
+        let total = pool.total.load(Ordering::Acquire);
+        let full = full && total >= self.config.pool.size;
+        if !full && total < self.config.pool.pipeline_after {
+            // Too few connections open for enough of them to be busy.
+            return Follow::No;
+        }
         let now = self.now;
         let mut busy = 0;
         let mut best: Option<(usize, usize, std::time::Instant)> = None;
