@@ -1,13 +1,15 @@
 //! Reads pipelined across clients (`pool.pipeline_window`) against a real
-//! PostgreSQL cluster: with the pool full, a client's plain read is sent down
-//! a connection behind another client's running read, and takes the
-//! connection over at that read's ReadyForQuery.
+//! PostgreSQL cluster: with the pool full, or once `pool.pipeline_after`
+//! connections are busy, a client's plain read is sent down a connection
+//! behind another client's running read, and takes the connection over at
+//! that read's ReadyForQuery.
 //!
-//! Every test runs PgGate with one connection per pool and a long window, so
-//! that reads queue behind one another whenever two clients overlap; each
-//! checks `pggate_pipelined_reads_total` to be sure that they did. Reads come
-//! through the simple protocol and through the extended one (a prepared
-//! statement run with Bind/Execute/Sync).
+//! Most tests run PgGate with one connection per pool and a long window, so
+//! that reads queue behind one another whenever two clients overlap; the last
+//! two give the pool room, to check when reads queue although connections are
+//! free. Each checks `pggate_pipelined_reads_total` to be sure that reads
+//! queued. Reads come through the simple protocol and through the extended
+//! one (a prepared statement run with Bind/Execute/Sync).
 
 mod common;
 
@@ -19,18 +21,23 @@ use common::raw::{self, RawConn};
 use common::{db_error, free_port, random_hex, simple_rows, tail, Cluster, PgGate};
 
 /// PgGate with one worker (a read follows only connections of its own
-/// worker), one connection per pool, reads on the primary, a 10 s pipeline
-/// window and metrics on `metrics_port`.
-fn one_connection_gate(cluster: &Cluster, metrics_port: u16) -> PgGate {
+/// worker), the `[pool]` settings `pool` and a 10 s pipeline window, reads on
+/// the primary and metrics on `metrics_port`.
+fn gate_with_pool(cluster: &Cluster, metrics_port: u16, pool: &str) -> PgGate {
     PgGate::start(
         cluster,
         &format!(
             "[proxy]\nworkers = 1\n\
-             [pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [pool]\n{pool}\npipeline_window = \"10s\"\n\
              [routing]\nreads = \"primary\"\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
         ),
     )
+}
+
+/// `gate_with_pool` with one connection per pool.
+fn one_connection_gate(cluster: &Cluster, metrics_port: u16) -> PgGate {
+    gate_with_pool(cluster, metrics_port, "size = 1")
 }
 
 fn pipelined(metrics_port: u16) -> f64 {
@@ -351,15 +358,7 @@ fn reads_take_idle_connections_until_pipeline_after_are_busy_then_queue_behind_t
     let cluster = Cluster::shared();
     let metrics_port = free_port();
     // Four connections per pool and the default pool.pipeline_after (2).
-    let gate = PgGate::start(
-        cluster,
-        &format!(
-            "[proxy]\nworkers = 1\n\
-             [pool]\nsize = 4\npipeline_window = \"10s\"\n\
-             [routing]\nreads = \"primary\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
-        ),
-    );
+    let gate = gate_with_pool(cluster, metrics_port, "size = 4");
     let mut a = sent_read(&gate, "a", 1.5);
     thread::sleep(Duration::from_millis(100));
     // One connection busy: B's read takes another.
@@ -385,15 +384,7 @@ fn reads_take_idle_connections_until_pipeline_after_are_busy_then_queue_behind_t
 fn with_pipeline_after_one_a_read_queues_behind_the_one_running_read() {
     let cluster = Cluster::shared();
     let metrics_port = free_port();
-    let gate = PgGate::start(
-        cluster,
-        &format!(
-            "[proxy]\nworkers = 1\n\
-             [pool]\nsize = 4\npipeline_window = \"10s\"\npipeline_after = 1\n\
-             [routing]\nreads = \"primary\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
-        ),
-    );
+    let gate = gate_with_pool(cluster, metrics_port, "size = 4\npipeline_after = 1");
     let mut a = sent_read(&gate, "a", 1.0);
     thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
