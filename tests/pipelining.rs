@@ -21,14 +21,19 @@ use common::raw::{self, RawConn};
 use common::{db_error, free_port, random_hex, simple_rows, tail, Cluster, PgGate};
 
 /// PgGate with one worker (a read follows only connections of its own
-/// worker), the `[pool]` settings `pool` and a 10 s pipeline window, reads on
-/// the primary and metrics on `metrics_port`.
+/// worker), the `[pool]` settings `pool` (with a 10 s pipeline window unless
+/// they set one), reads on the primary and metrics on `metrics_port`.
 fn gate_with_pool(cluster: &Cluster, metrics_port: u16, pool: &str) -> PgGate {
+    let window = if pool.contains("pipeline_window") {
+        ""
+    } else {
+        "pipeline_window = \"10s\"\n"
+    };
     PgGate::start(
         cluster,
         &format!(
             "[proxy]\nworkers = 1\n\
-             [pool]\n{pool}\npipeline_window = \"10s\"\n\
+             [pool]\n{pool}\n{window}\
              [routing]\nreads = \"primary\"\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
         ),
@@ -397,4 +402,46 @@ fn with_pipeline_after_one_a_read_queues_behind_the_one_running_read() {
         started.elapsed() > Duration::from_millis(600),
         "B was answered before A's read ended"
     );
+}
+
+#[test]
+fn a_read_that_would_wait_longer_than_the_window_takes_a_free_connection_instead() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = gate_with_pool(cluster, metrics_port, "size = 4\npipeline_window = \"1s\"");
+    let mut a = RawConn::connect(gate.port);
+    a.login("postgres", "postgres");
+    let mut b = RawConn::connect(gate.port);
+    b.login("postgres", "postgres");
+    let slow = |conn: &mut RawConn, name: &str| {
+        conn.send(&raw::query_message(&format!(
+            "SELECT '{name}:' || pg_backend_pid() FROM pg_sleep(2)"
+        )))
+        .expect("send a slow read");
+    };
+    // Two connections learn that reads on them take 2 s.
+    slow(&mut a, "a");
+    thread::sleep(Duration::from_millis(50));
+    slow(&mut b, "b");
+    server_of(&mut a, "a", &gate);
+    server_of(&mut b, "b", &gate);
+    // Both busy again with such reads: C's read, 100 ms later, would wait
+    // about 1.9 s behind either, longer than the window, so it takes a
+    // connection of its own.
+    slow(&mut a, "a");
+    thread::sleep(Duration::from_millis(50));
+    slow(&mut b, "b");
+    thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let mut c = sent_read(&gate, "c", 0.0);
+    let c_pid = server_of(&mut c, "c", &gate);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "C waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pipelined(metrics_port), 0.0, "C queued behind a slow read");
+    let a_pid = server_of(&mut a, "a", &gate);
+    let b_pid = server_of(&mut b, "b", &gate);
+    assert!(c_pid != a_pid && c_pid != b_pid, "C ran on {c_pid}");
 }

@@ -103,6 +103,7 @@ impl Worker {
             followers: std::collections::VecDeque::new(),
             follow_ok: false,
             busy_since: now,
+            read_time: std::time::Duration::ZERO,
         });
         let timeout = self.config.pool.connect_timeout;
         self.add_timer(timeout, TimerKind::Connect, key, generation);

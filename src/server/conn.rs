@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::scram::ScramClient;
 use crate::sql::PinReason;
@@ -250,4 +250,8 @@ pub struct Backend {
     /// follow it. `busy_since` is when it was sent.
     pub follow_ok: bool,
     pub busy_since: Instant,
+    /// How long this connection's plain reads take, from being sent (or
+    /// handed over) to their ReadyForQuery: a moving average, zero until the
+    /// first one ends.
+    pub read_time: Duration,
 }

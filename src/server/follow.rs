@@ -9,7 +9,9 @@
 //! queue this way). The server then finds its next query already waiting when
 //! it finishes, instead of sleeping until PgGate has passed the reply on and
 //! sent the next one. Reads queued during one pass of the event loop leave in
-//! one write (`Backend::deferred`).
+//! one write (`Backend::deferred`). While the pool has room, a read is queued
+//! only where the reads ahead are expected to finish within the window
+//! (`Backend::read_time`), so slow reads still spread over connections.
 //!
 //! The first follower takes the connection over at the running batch's
 //! ReadyForQuery, with its replies queued as if it had been linked all along.
@@ -22,6 +24,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::PoolMode;
 use crate::protocol::{self, frontend, parse_header};
@@ -121,6 +124,26 @@ fn followable_batch(c: &Client, max: usize, write_functions: &[String]) -> Optio
     }
 }
 
+/// Notes how long the plain read that just ended on `b` took.
+pub fn note_read_time(b: &mut Backend, now: Instant) {
+    let took = now.saturating_duration_since(b.busy_since);
+    b.read_time = if b.read_time.is_zero() {
+        took
+    } else {
+        b.read_time.saturating_mul(7).saturating_add(took) / 8
+    };
+}
+
+/// How long a read sent down `b` now would wait for the reads ahead of it,
+/// going by how long reads take there.
+fn expected_wait(b: &Backend, now: Instant) -> Duration {
+    let running_for = now.saturating_duration_since(b.busy_since);
+    let queued = u32::try_from(b.followers.len()).unwrap_or(u32::MAX);
+    b.read_time
+        .saturating_sub(running_for)
+        .saturating_add(b.read_time.saturating_mul(queued))
+}
+
 /// Whether a read of `s` may be sent down `b` behind its running batch.
 fn can_follow(
     b: &Backend,
@@ -199,7 +222,14 @@ impl Worker {
         }
         let now = self.now;
         let mut busy = 0;
-        let mut best: Option<(usize, usize, std::time::Instant)> = None;
+        // The best connection to follow, and the best one whose queue is
+        // expected to finish within the window (the only kind followed while
+        // idle connections remain).
+        let mut best: Option<(usize, usize, Instant)> = None;
+        let mut best_soon: Option<(usize, usize, Instant)> = None;
+        let better = |b: &Backend, than: Option<(usize, usize, Instant)>| {
+            than.is_none_or(|(_, n, t)| (b.followers.len(), b.busy_since) < (n, t))
+        };
         for (bk, b) in self.backends.iter() {
             if b.index != index
                 || b.state != BackendState::Linked
@@ -208,18 +238,30 @@ impl Worker {
                 continue;
             }
             busy += 1;
-            if can_follow(b, s, now, window, depth)
-                && best.is_none_or(|(_, n, t)| (b.followers.len(), b.busy_since) < (n, t))
-            {
-                best = Some((bk, b.followers.len(), b.busy_since));
+            if !can_follow(b, s, now, window, depth) {
+                continue;
+            }
+            let entry = Some((bk, b.followers.len(), b.busy_since));
+            if better(b, best) {
+                best = entry;
+            }
+            if expected_wait(b, now) < window && better(b, best_soon) {
+                best_soon = entry;
             }
         }
-        let Some((bk, _, _)) = best else {
+        if best.is_none() {
             return Follow::Nowhere;
-        };
-        if !full && busy < self.config.pool.pipeline_after {
-            return Follow::No;
         }
+        let target = if full {
+            best
+        } else if busy >= self.config.pool.pipeline_after {
+            best_soon
+        } else {
+            None
+        };
+        let Some((bk, _, _)) = target else {
+            return Follow::No;
+        };
         let max = self.config.proxy.max_message_size;
         let Some(len) = followable_batch(c, max, &self.config.routing.write_functions) else {
             return Follow::Nowhere;

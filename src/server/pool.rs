@@ -243,6 +243,11 @@ impl Worker {
             self.close_backend(bk, "not clean enough to reuse");
             return;
         }
+        if let Some(b) = self.backends.get_mut(bk) {
+            if b.follow_ok {
+                super::follow::note_read_time(b, self.now);
+            }
+        }
         if self.hand_over(bk) {
             return;
         }
