@@ -336,13 +336,21 @@ fn a_queued_extended_batch_that_names_a_statement_is_sent_again_whole() {
     a_goes_on(&mut a);
 }
 
-/// Sends `SELECT '<name>:' || pg_backend_pid() FROM pg_sleep(<secs>)` through
-/// a new client of `gate`.
+/// Sends `SELECT '<name>:' || pg_backend_pid() FROM pg_sleep(<secs>)` on
+/// `conn` without reading the reply.
+fn send_read(conn: &mut RawConn, name: &str, secs: f64) {
+    conn.send(&raw::query_message(&format!(
+        "SELECT '{name}:' || pg_backend_pid() FROM pg_sleep({secs})"
+    )))
+    .expect("send the read");
+}
+
+/// `send_read` through a new client of `gate`.
 fn sent_read(gate: &PgGate, name: &str, secs: f64) -> RawConn {
-    sent(
-        gate,
-        &format!("SELECT '{name}:' || pg_backend_pid() FROM pg_sleep({secs})"),
-    )
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", "postgres");
+    send_read(&mut conn, name, secs);
+    conn
 }
 
 /// The server process id in the reply of a `sent_read` called `name`.
@@ -413,24 +421,18 @@ fn a_read_that_would_wait_longer_than_the_window_takes_a_free_connection_instead
     a.login("postgres", "postgres");
     let mut b = RawConn::connect(gate.port);
     b.login("postgres", "postgres");
-    let slow = |conn: &mut RawConn, name: &str| {
-        conn.send(&raw::query_message(&format!(
-            "SELECT '{name}:' || pg_backend_pid() FROM pg_sleep(2)"
-        )))
-        .expect("send a slow read");
-    };
     // Two connections learn that reads on them take 2 s.
-    slow(&mut a, "a");
+    send_read(&mut a, "a", 2.0);
     thread::sleep(Duration::from_millis(50));
-    slow(&mut b, "b");
+    send_read(&mut b, "b", 2.0);
     server_of(&mut a, "a", &gate);
     server_of(&mut b, "b", &gate);
     // Both busy again with such reads: C's read, 100 ms later, would wait
     // about 1.9 s behind either, longer than the window, so it takes a
     // connection of its own.
-    slow(&mut a, "a");
+    send_read(&mut a, "a", 2.0);
     thread::sleep(Duration::from_millis(50));
-    slow(&mut b, "b");
+    send_read(&mut b, "b", 2.0);
     thread::sleep(Duration::from_millis(50));
     let started = Instant::now();
     let mut c = sent_read(&gate, "c", 0.0);

@@ -176,7 +176,9 @@ fn can_follow(
 pub enum Follow {
     /// The read was sent behind another; the client is `Following`.
     Sent,
-    /// Not now: too few connections are busy, or clients are queued.
+    /// Not now: clients are queued, too few connections are busy, or the
+    /// reads ahead would take longer than the window (a full pool may still
+    /// take it).
     No,
     /// Nothing running here can take this client's read (nor will, until
     /// something else happens).
@@ -192,9 +194,11 @@ impl Worker {
     /// Sends the client's read behind a running one on this worker, if one
     /// may take it, when either `pool.pipeline_after` of this worker's
     /// connections to backend `index` are running batches or (`full`) the pool
-    /// is full and nothing here is idle. Among the connections that may take
-    /// it, the one with the fewest reads queued wins, then the one whose read
-    /// was sent longest ago (likely to finish first).
+    /// is full and nothing here is idle. In the first case only connections
+    /// whose reads ahead are expected to finish within the window qualify.
+    /// Among those that may take it, the one with the fewest reads queued
+    /// wins, then the one whose read was sent longest ago (likely to finish
+    /// first).
     pub fn try_follow(&mut self, ck: usize, index: usize, full: bool) -> Follow {
         if !self.pipelining() {
             return Follow::No;

@@ -717,8 +717,10 @@ impl Worker {
     /// `len` bytes of the client's input (one whole batch of reads) to a
     /// connection running another client's batch, queuing the replies in
     /// `Backend::replies` as usual (the caller moves them to the follower)
-    /// and leaving the connection's own client and books alone. False when
-    /// the write failed (the caller declares the connection lost).
+    /// and leaving the connection's own client and books alone; those bytes
+    /// are written at the end of the event-loop pass (`flush_deferred`). False
+    /// when the batch was not taken whole or the write failed (the caller
+    /// declares the connection lost).
     pub(super) fn forward_messages(&mut self, ck: usize, bk: usize, behind: Option<usize>) -> bool {
         let max = self.config.proxy.max_message_size;
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
