@@ -103,6 +103,11 @@ class PgbenchCell:
         return s
 
 
+def is_latency_cell(cell):
+    """The -S c=1 rows: the added-latency target is read from them."""
+    return cell.script == "select" and cell.clients == 1 and not cell.churn
+
+
 def profile(quick):
     if quick:
         select_cells = [
@@ -117,7 +122,7 @@ def profile(quick):
             PgbenchCell("select", "simple", 16, 8, churn=True),
         ]
         return dict(rounds=1, duration=3, syscall_duration=2, select_cells=select_cells,
-                    other_cells=other_cells)
+                    other_cells=other_cells, latency_repeats=1, latency_duration=3)
     select_cells = []
     for mode in ("simple", "extended", "prepared"):
         # At c = 1 only one pooled connection is ever used: one row (pool 8).
@@ -130,8 +135,11 @@ def profile(quick):
         PgbenchCell("tpcb", "simple", 64, 8),
         PgbenchCell("select", "simple", 16, 8, churn=True),
     ]
+    # The c=1 rows decide the added-latency target, a difference of a few tens
+    # of microseconds between two runs: they run in more, shorter passes, each
+    # pass a back-to-back pair of every target with direct (see latency_rows).
     return dict(rounds=3, duration=5, syscall_duration=5, select_cells=select_cells,
-                other_cells=other_cells)
+                other_cells=other_cells, latency_repeats=3, latency_duration=3)
 
 
 # --------------------------------------------------------------------------
@@ -799,10 +807,14 @@ class Bench:
         if args.duration:
             self.prof["duration"] = args.duration
             self.prof["syscall_duration"] = args.duration
+            self.prof["latency_duration"] = args.duration
+        if args.latency_passes:
+            self.prof["latency_repeats"] = args.latency_passes
         self.cluster = Cluster(tools, work, procs)
         self.gates = {}  # (reads, pool) -> Proxy
         self.bouncers = {}  # (pool_mode, pool) -> Proxy
         self.relay = None  # Proxy
+        self.done = self.total_runs = 0  # pgbench runs, for the progress log
         self.results = {}  # run key -> [result per round]
         self.extra = {}  # other measurements -> [result per round]
         self.session_pool = 0
@@ -839,7 +851,7 @@ class Bench:
         At c=1 the replica is measured directly too, as the baseline of the
         latency PgGate adds to the reads it sends there."""
         extra = []
-        if cell.script == "select" and cell.clients == 1 and not cell.churn:
+        if is_latency_cell(cell):
             extra.append(DIRECT_R)
         if cell.script == "select" and cell.mode == "simple" and not cell.churn:
             extra.append(RELAY)
@@ -895,29 +907,44 @@ class Bench:
                 if all(k != key for k, _, _ in g):
                     g.append((key, cell, target))
         group_list = list(groups.values())
-        total_runs = sum(len(g) for g in group_list) * prof["rounds"]
-        done = 0
+
+        def passes(g):
+            """(passes per round, seconds per run) for a group of runs."""
+            cell = g[0][1]
+            if is_latency_cell(cell):
+                return prof["latency_repeats"], prof["latency_duration"]
+            return 1, d
+
+        self.total_runs = sum(len(g) * passes(g)[0] for g in group_list) * prof["rounds"]
+        self.done = 0
         for rnd in range(prof["rounds"]):
             log(f"round {rnd + 1}/{prof['rounds']}")
             order = group_list if rnd % 2 == 0 else group_list[::-1]
             for gi, g in enumerate(order):
-                k = (rnd + gi) % len(g)
-                for key, cell, target in g[k:] + g[:k]:
-                    _, port, pid = self.endpoint(cell, target)
-                    tag = "-".join(str(x) for x in key if x is not None)
-                    r = pgbench_run(self.tools, self.work, port, pid, cell, d, tag)
-                    self.results.setdefault(key, []).append(r)
-                    done += 1
-                    pool = f" pool {cell.pool}" if target not in (DIRECT, DIRECT_R, RELAY) else ""
-                    err = f", {r['errors']} errors: {r['first_error']}" if r["errors"] else ""
-                    log(f"  [{done}/{total_runs}] {cell.name()}{pool} {LABEL[target]}: "
-                        f"{r['tps']:.0f} tps{err}")
-                if cell.script == "tpcb":
+                reps, dur = passes(g)
+                for rep in range(reps):
+                    k = (rnd * reps + rep + gi) % len(g)
+                    self.run_pass(g[k:] + g[:k], dur)
+                if g[0][1].script == "tpcb":
                     self.cluster.wait_caught_up()
             self.copy_round(rnd)
             if rnd == 0:
                 self.idle_round()
         self.syscalls()
+
+    def run_pass(self, runs, duration):
+        """Every run of a group once, back to back: results[key][i] of two
+        targets of one group come from the same pass."""
+        for key, cell, target in runs:
+            _, port, pid = self.endpoint(cell, target)
+            tag = "-".join(str(x) for x in key if x is not None)
+            r = pgbench_run(self.tools, self.work, port, pid, cell, duration, tag)
+            self.results.setdefault(key, []).append(r)
+            self.done += 1
+            pool = f" pool {cell.pool}" if target not in (DIRECT, DIRECT_R, RELAY) else ""
+            err = f", {r['errors']} errors: {r['first_error']}" if r["errors"] else ""
+            log(f"  [{self.done}/{self.total_runs}] {cell.name()}{pool} {LABEL[target]}: "
+                f"{r['tps']:.0f} tps{err}")
 
     def copy_round(self, rnd):
         cell = PgbenchCell("select", "simple", 1, 8)
@@ -1187,25 +1214,46 @@ def build_table(bench):
     s = find("select", "prepared", 16, 8)
     ratio_target("-M prepared c=16: TPS ≥ 1.2 × PgBouncer (session mode)", s, "tps", 1.2,
                  True, 8)
+    def paired_added(cell, target, base):
+        """What target's mean latency adds to base's, pass by pass (the two
+        ran back to back): (median, lower quartile, upper quartile, passes), µs."""
+        a = bench.results.get(bench.run_key(cell, target)) or []
+        b = bench.results.get(bench.run_key(cell, base)) or []
+        d = sorted(x["mean_us"] - y["mean_us"] for x, y in zip(a, b)
+                   if x["mean_us"] is not None and y["mean_us"] is not None)
+        if not d:
+            return None
+        if len(d) == 1:
+            return d[0], d[0], d[0], 1
+        q1, _, q3 = statistics.quantiles(d, n=4, method="inclusive")
+        return statistics.median(d), q1, q3, len(d)
+
+    def show_added(p, bound=None):
+        if p is None:
+            return "—"
+        m, q1, q3, n = p
+        txt = f"{m:+.0f} µs"
+        if n > 1:
+            txt += f" (quartiles {q1:+.0f}…{q3:+.0f}, {n} pairs)"
+        if bound is not None:
+            txt += f" {verdict(m <= bound)}"
+        return txt
+
     for mode in ("simple", "extended", "prepared"):
-        s = find("select", mode, 1, 8)
-        if s is None or s[DIRECT] is None:
+        cell = next((c for c in stats if is_latency_cell(c) and c.mode == mode and c.pool == 8),
+                    None)
+        if cell is None or stats[cell][DIRECT] is None:
             continue
+        s = stats[cell]
         base = s[DIRECT]["mean_us"]
+        base_r = s[DIRECT_R]["mean_us"] if s.get(DIRECT_R) else None
         # Reads PgGate sends to the replica are compared with the replica.
-        rep = s.get(DIRECT_R)
-        base_r = rep["mean_us"] if rep and rep["mean_us"] else None
-        vals = []
-        for t, b0 in ((GATE_P, base), (GATE_R, base_r)):
-            if s[t] is None or s[t]["mean_us"] is None or b0 is None:
-                vals.append("—")
-                continue
-            added = s[t]["mean_us"] - b0
-            vals.append(f"{added:+.0f} µs {verdict(added <= 40)}")
-        b = s[BOUNCER]
-        bouncer_txt = f"{b['mean_us'] - base:+.0f} µs" if b and b["mean_us"] and base else "—"
-        r = s.get(RELAY)
-        relay_txt = f"relay: {r['mean_us'] - base:+.0f} µs" if r and r["mean_us"] and base else ""
+        vals = [show_added(paired_added(cell, GATE_P, DIRECT), 40),
+                show_added(paired_added(cell, GATE_R, DIRECT_R), 40)]
+        bouncer_txt = show_added(paired_added(cell, BOUNCER, DIRECT))
+        relay_txt = ""
+        if s.get(RELAY):
+            relay_txt = "relay: " + show_added(paired_added(cell, RELAY, DIRECT))
         base_txt = "—" if not base else (
             f"{base:.0f} µs avg" + (f" (replica: {base_r:.0f} µs)" if base_r else ""))
         table.add(f"target: -S {mode} c=1: added latency per query over direct ≤ 40 µs",
@@ -1234,8 +1282,12 @@ def caption(bench):
     w = ", ".join(str(x) for x in workers) if workers else "?"
     mode = "quick" if bench.args.quick else "full"
     rounds = f"{prof['rounds']} round" + ("s" if prof["rounds"] != 1 else "")
+    latency = ""
+    if prof["latency_repeats"] > 1 or prof["latency_duration"] != prof["duration"]:
+        latency = (f" (c=1 rows: {prof['latency_repeats']} passes per round, "
+                   f"{prof['latency_duration']} s per run)")
     return (f"PgGate benchmark ({mode}): {rounds}, {prof['duration']} s per "
-            f"pgbench run, interleaved; {os.cpu_count()} CPUs. {bench.versions['pggate']} "
+            f"pgbench run{latency}, interleaved; {os.cpu_count()} CPUs. {bench.versions['pggate']} "
             f"(proxy.workers = 0, the default: {w} workers), {bench.versions['pgbouncer']}, "
             f"{bench.versions['postgres']}; pgbench -s {SCALE}.")
 
@@ -1248,7 +1300,9 @@ reads→replica sends -S reads to the streaming replica. PgBouncer runs in trans
 with the same pool size, except for -M prepared, where it runs in session mode with one \
 server connection per client. c=1 rows use a pool of 8 (only one connection is used); \
 the latency PgGate adds at c=1 is over pgbench connected to the server that answered (the \
-primary, or the replica for reads→replica). \
+primary, or the replica for reads→replica): each PgGate run is paired with the direct run \
+of the same pass, and the target row gives the median of the per-pair differences of mean \
+latency, with their quartiles (PgBouncer and the relay likewise, over the primary). \
 The bare relay (benches/relay) is a single-threaded mio loop that gives each client its own \
 server connection and forwards bytes without reading them: the floor for any epoll proxy \
 on this machine, measured on the -S simple rows. Ratios are of the medians."""
@@ -1266,6 +1320,8 @@ def main():
     ap.add_argument("--relay", required=True, help="path of the bench-relay helper")
     ap.add_argument("--workdir", help="empty directory to work in (default: a new temp dir)")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--latency-passes", type=int,
+                    help="override the passes per round of the c=1 rows (quick: 1, full: 3)")
     ap.add_argument("--duration", type=int, help="override seconds per pgbench run")
     ap.add_argument("--idle-threads", type=int, default=8,
                     help="idle-clients threads (default 8)")
