@@ -526,6 +526,81 @@ fn a_sighup_that_adds_a_replica_keeps_sessions_and_reaches_it_and_a_broken_file_
     );
 }
 
+/// How many sessions `server` has in `db`.
+fn sessions_in(cluster: &Cluster, server: u16, db: &str) -> i64 {
+    let mut monitor = cluster.connect_direct(server, "postgres", "postgres");
+    monitor
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap_or_else(|e| panic!("pg_stat_activity on {server}: {}", describe_error(&e)))
+        .get(0)
+}
+
+#[test]
+fn a_reload_that_removes_a_replica_stops_its_health_checks() {
+    let cluster = Cluster::shared();
+    let [_, replica1, replica2] = cluster.all_ports();
+    // The checks log in to a database of their own: only this PgGate's
+    // control connections are counted.
+    let db = format!("ops_probes_{}", random_hex(6));
+    cluster.create_database(&db, "postgres");
+    let metrics_port = free_port();
+    let head = format!(
+        "{}[health]\ninterval = \"100ms\"\ndatabase = \"{db}\"\n",
+        metrics_toml(metrics_port)
+    );
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "{head}{}",
+            backends_toml(cluster, &["primary", "replica1", "replica2"])
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions_in(cluster, replica1, &db) != 1 || sessions_in(cluster, replica2, &db) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no health check connection to each replica after 5 s: replica1 {}, replica2 {}",
+            sessions_in(cluster, replica1, &db),
+            sessions_in(cluster, replica2, &db)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    gate.files.rewrite_config(
+        cluster,
+        &format!("{head}{}", backends_toml(cluster, &["primary", "replica2"])),
+    );
+    gate.signal(libc::SIGHUP);
+    wait_reloads(metrics_port, "success", 1.0, &gate);
+
+    // The control connection to replica1 closes, and over ten more rounds
+    // none is opened again; replica2 is still checked.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions_in(cluster, replica1, &db) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "5 s after a reload removed replica1 it still has a health check connection"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            sessions_in(cluster, replica1, &db),
+            0,
+            "a removed replica was connected to again by the health checks"
+        );
+    }
+    assert_eq!(
+        sessions_in(cluster, replica2, &db),
+        1,
+        "after the reload, the kept replica has no health check connection"
+    );
+}
+
 #[test]
 fn sigterm_drains_open_transactions_and_exits_zero() {
     let cluster = Cluster::shared();

@@ -1,4 +1,5 @@
 //! The health checker (SPEC §7): every interval it probes each backend once
+//! (except those a reload removed, see [`Checker::set_removed`])
 //! over a control connection kept open between rounds, and publishes what it
 //! learned in the shared [`HealthView`]: up/down after `health.failures`
 //! consecutive failures, the detected role, WAL positions and replica lag.
@@ -38,6 +39,8 @@ pub struct Checker {
     /// The primary's WAL positions at recent rounds: what replicas are
     /// compared with.
     history: WalHistory,
+    /// Backend indices no longer probed: a reload removed them.
+    removed: Vec<bool>,
 }
 
 /// Why one probe failed.
@@ -66,6 +69,8 @@ enum Outcome {
     Probed(Result<Probe, ProbeError>),
     /// The probe could not be run (no thread for it): no news either way.
     NotRun,
+    /// The backend was removed by a reload: not probed.
+    Removed,
 }
 
 impl Checker {
@@ -89,7 +94,16 @@ impl Checker {
             view,
             conns,
             history: WalHistory::default(),
+            removed: Vec::new(),
         }
+    }
+
+    /// Stops probing the backends marked `true` (by index, as
+    /// `config.backends`): a reload removed them, and only the connections
+    /// still open to them keep their slots. Their control connections close
+    /// at the next round and what the view knows of them stays as it was.
+    pub fn set_removed(&mut self, removed: Vec<bool>) {
+        self.removed = removed;
     }
 
     /// The view this checker publishes into.
@@ -144,7 +158,8 @@ impl Checker {
         self.pgpass = pgpass;
     }
 
-    /// Probes every backend once, in parallel, and publishes the results.
+    /// Probes every backend not removed once, in parallel, and publishes
+    /// the results.
     /// Takes at most about twice `health.timeout` (reconnect, then probe).
     pub fn probe_round(&mut self) {
         let config = Arc::clone(&self.config);
@@ -162,21 +177,28 @@ impl Checker {
                 .zip(&config.backends)
                 .enumerate()
                 .map(|(index, (slot, backend))| {
+                    let conn = slot.take();
+                    if self.removed.get(index).copied().unwrap_or(false) {
+                        drop(conn);
+                        return (slot, backend, None);
+                    }
                     let password = pgpass.as_deref().and_then(|p| {
                         p.lookup(&backend.host, backend.port, &health.database, &health.user)
                     });
-                    let conn = slot.take();
                     let spawned = thread::Builder::new()
                         .name(format!("pggate-probe-{index}"))
                         .spawn_scoped(scope, move || {
                             probe_backend(conn, backend, health, password)
                         });
-                    (slot, backend, spawned)
+                    (slot, backend, Some(spawned))
                 })
                 .collect();
             running
                 .into_iter()
                 .map(|(slot, backend, spawned)| {
+                    let Some(spawned) = spawned else {
+                        return Outcome::Removed;
+                    };
                     let joined = spawned
                         .map_err(|e| format!("cannot start a probe thread: {e}"))
                         .and_then(|handle| {
@@ -238,7 +260,7 @@ impl Checker {
             .zip(&self.view.backends)
         {
             match outcome {
-                Outcome::NotRun => {}
+                Outcome::NotRun | Outcome::Removed => {}
                 Outcome::Probed(Ok(probe)) => {
                     if state.record(true, threshold) == Some(Transition::CameUp) {
                         info!(

@@ -363,11 +363,12 @@ fn reload(shared: &Arc<Shared>, source: &ConfigSource) -> Option<crate::health::
             let topology = Arc::new(topology);
             shared.set_topology(topology.clone());
             shared.set_config(config.clone());
-            let checker = crate::health::Checker::new(
+            let mut checker = crate::health::Checker::new(
                 Arc::new(topology.health_config(&config)),
                 pgpass,
                 topology.health.clone(),
             );
+            checker.set_removed(topology.backends.iter().map(|b| b.removed).collect());
             let restarted = checker.spawn(config.health.interval);
             if let Err(e) = &restarted {
                 log::error!("cannot restart the health thread: {e}");
