@@ -772,6 +772,79 @@ fn set_local_set_transaction_and_local_set_config_do_not_pin() {
 }
 
 #[test]
+fn a_set_inside_a_read_only_transaction_on_a_replica_pins_and_its_connection_is_not_reused() {
+    let cluster = Cluster::shared();
+    let replica1 = cluster.replica_ports[0];
+    // One replica and one pooled connection per worker and backend: a reused
+    // replica connection would be the very one the SET ran on.
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n[pool]\nsize = 1\n\
+             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
+             [[backends]]\nname = \"replica1\"\nhost = \"127.0.0.1\"\nport = {replica1}\nrole = \"replica\"\n",
+            cluster.primary_port
+        ),
+    );
+    let ask =
+        "SELECT inet_server_port()::text, pg_backend_pid()::text, current_setting('work_mem')";
+    let row = |client: &mut postgres::Client| -> (u16, String, String) {
+        let rows = common::simple_rows(client, ask);
+        let get = |i: usize| rows[0][i].clone().unwrap_or_default();
+        (get(0).parse().unwrap_or(0), get(1), get(2))
+    };
+
+    let mut a = gate.connect("postgres", "postgres");
+    for sql in ["BEGIN READ ONLY", "SET work_mem = '1234kB'"] {
+        a.batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+    }
+    let (port, replica_pid, work_mem) = row(&mut a);
+    assert_eq!(
+        port, replica1,
+        "the read-only transaction runs on the replica"
+    );
+    assert_eq!(
+        work_mem, "1234kB",
+        "the SET is visible inside its transaction"
+    );
+    a.batch_execute("COMMIT")
+        .unwrap_or_else(|e| panic!("COMMIT: {}", describe_error(&e)));
+
+    // The SET pinned the session: everything after it goes to the primary,
+    // where the setting was never made (see pggate(8)).
+    for _ in 0..3 {
+        let (port, _, work_mem) = row(&mut a);
+        assert_eq!(
+            port, cluster.primary_port,
+            "after the SET, a read of the pinned session"
+        );
+        assert_eq!(
+            work_mem, "4MB",
+            "work_mem on the primary after the replica's SET"
+        );
+    }
+
+    // Another client's read-only transaction gets a fresh replica connection
+    // without the setting.
+    let mut b = gate.connect("postgres", "postgres");
+    b.batch_execute("BEGIN READ ONLY")
+        .unwrap_or_else(|e| panic!("B: BEGIN READ ONLY: {}", describe_error(&e)));
+    let (port, pid, work_mem) = row(&mut b);
+    b.batch_execute("COMMIT")
+        .unwrap_or_else(|e| panic!("B: COMMIT: {}", describe_error(&e)));
+    assert_eq!(
+        port, replica1,
+        "B's read-only transaction runs on the replica"
+    );
+    assert_ne!(
+        pid, replica_pid,
+        "B was given the connection A's SET ran on"
+    );
+    assert_eq!(work_mem, "4MB", "B sees A's session setting");
+}
+
+#[test]
 fn hints_override_the_table() {
     let cluster = Cluster::shared();
     on_primary(cluster, "CREATE TABLE rt_hints (id int, port int)");
