@@ -101,7 +101,8 @@ impl Checker {
     /// Stops probing the backends marked `true` (by index, as
     /// `config.backends`): a reload removed them, and only the connections
     /// still open to them keep their slots. Their control connections close
-    /// at the next round and what the view knows of them stays as it was.
+    /// at the next round; the view keeps what it knew of them, except that
+    /// they no longer count as a primary.
     pub fn set_removed(&mut self, removed: Vec<bool>) {
         self.removed = removed;
     }
@@ -260,7 +261,12 @@ impl Checker {
             .zip(&self.view.backends)
         {
             match outcome {
-                Outcome::NotRun | Outcome::Removed => {}
+                Outcome::NotRun => {}
+                // No longer probed: it must not stay the view's primary on
+                // its last answer (replica lag is measured against that).
+                Outcome::Removed => {
+                    state.set_primary(false);
+                }
                 Outcome::Probed(Ok(probe)) => {
                     if state.record(true, threshold) == Some(Transition::CameUp) {
                         info!(

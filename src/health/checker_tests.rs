@@ -224,6 +224,46 @@ fn the_control_connection_is_kept_between_rounds() {
 }
 
 #[test]
+fn a_removed_backend_is_not_probed_and_no_longer_counts_as_the_primary() {
+    // A reload replaced primary p by q: p's slot stays, marked removed.
+    let p = FakeServer::start(PRIMARY);
+    let q = FakeServer::start(PRIMARY);
+    let r = FakeServer::start(STANDBY);
+    let config = config(
+        vec![
+            p.backend("p", Role::Primary),
+            q.backend("q", Role::Primary),
+            r.backend("r", Role::Replica),
+        ],
+        1,
+    );
+    let (mut checker, view) = checker(&config);
+    checker.probe_round();
+    assert_eq!(
+        view.primary(),
+        Some(0),
+        "before the removal: the first primary"
+    );
+
+    checker.set_removed(vec![true, false, false]);
+    for _ in 0..3 {
+        checker.probe_round();
+    }
+    assert_eq!(p.accepted(), 1, "a removed backend was connected to again");
+    assert_eq!(q.accepted(), 1);
+    assert_eq!(
+        view.primary(),
+        Some(1),
+        "a removed primary, no longer probed, still counts as the primary"
+    );
+    assert_eq!(
+        view.backends[2].replay_lag(),
+        Some(Duration::from_millis(500)),
+        "the replica's lag is measured against the primary still probed"
+    );
+}
+
+#[test]
 fn a_lost_control_connection_is_reopened_within_the_round() {
     let server = FakeServer::start(PRIMARY);
     *server.close_after.lock().expect("close lock") = Some(1);
