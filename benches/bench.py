@@ -137,7 +137,7 @@ def profile(quick):
     ]
     # The c=1 rows decide the added-latency target, a difference of a few tens
     # of microseconds between two runs: they run in more, shorter passes, each
-    # pass a back-to-back pair of every target with direct (see latency_rows).
+    # pass running every target once, back to back (see paired_added).
     return dict(rounds=3, duration=5, syscall_duration=5, select_cells=select_cells,
                 other_cells=other_cells, latency_repeats=3, latency_duration=3)
 
@@ -1214,6 +1214,7 @@ def build_table(bench):
     s = find("select", "prepared", 16, 8)
     ratio_target("-M prepared c=16: TPS ≥ 1.2 × PgBouncer (session mode)", s, "tps", 1.2,
                  True, 8)
+
     def paired_added(cell, target, base):
         """What target's mean latency adds to base's, pass by pass (the two
         ran back to back): (median, lower quartile, upper quartile, passes), µs."""
@@ -1294,7 +1295,8 @@ def caption(bench):
 
 LEGEND = """\
 Cells: TPS · p99 latency ms (from pgbench -l) · proxy CPU seconds per 10k transactions \
-(utime+stime from /proc/PID/stat); medians over the rounds, ± is half the range. \
+(utime+stime from /proc/PID/stat); medians over the rounds (c=1 rows: over all their passes), \
+± is half the range. \
 PgGate reads→primary is the like-for-like comparison (one server, as direct and PgBouncer); \
 reads→replica sends -S reads to the streaming replica. PgBouncer runs in transaction mode \
 with the same pool size, except for -M prepared, where it runs in session mode with one \
