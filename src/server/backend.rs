@@ -1485,12 +1485,15 @@ fn hold_for_retry(
                 b.rbuf.drain(..p + len);
                 b.replies.pop_front();
                 b.swallow_to_ready = false;
-                // Anything after it belongs to a read queued behind.
-                return if b.tx_status == b'I' && (b.rbuf.is_empty() || !b.followers.is_empty()) {
-                    Ok(Held::RetryOnPrimary)
-                } else {
-                    Err("server not idle after a refused read".into())
-                };
+                // Nothing of the refused read reached the client, so it goes
+                // to the primary whatever follows. Anything after its
+                // ReadyForQuery belongs to a read queued behind; a server
+                // left in a transaction, or that sent more with no read
+                // queued (a FATAL as it shuts down), is not reused.
+                if b.tx_status != b'I' || (!b.rbuf.is_empty() && b.followers.is_empty()) {
+                    b.dirty = true;
+                }
+                return Ok(Held::RetryOnPrimary);
             }
             p += len;
         }
