@@ -5,9 +5,10 @@
 //! that read's ReadyForQuery.
 //!
 //! Most tests run PgGate with one connection per pool and a long window, so
-//! that reads queue behind one another whenever two clients overlap; the last
-//! two give the pool room, to check when reads queue although connections are
-//! free. Each checks `pggate_pipelined_reads_total` to be sure that reads
+//! that reads queue behind one another whenever two clients overlap; the
+//! three about `pool.pipeline_after` and the window give the pool room, to
+//! check when reads queue although connections are free, and one sends reads
+//! to a replica that refuses some of them as writes (25006). Each checks `pggate_pipelined_reads_total` to be sure that reads
 //! queued. Reads come through the simple protocol and through the extended
 //! one (a prepared statement run with Bind/Execute/Sync).
 
@@ -446,4 +447,162 @@ fn a_read_that_would_wait_longer_than_the_window_takes_a_free_connection_instead
     let a_pid = server_of(&mut a, "a", &gate);
     let b_pid = server_of(&mut b, "b", &gate);
     assert!(c_pid != a_pid && c_pid != b_pid, "C ran on {c_pid}");
+}
+
+/// The first column of the first row in `messages`, if any.
+fn first_value(messages: &[raw::Message]) -> Option<String> {
+    rows(messages)
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+}
+
+#[test]
+fn reads_a_replica_refuses_as_writes_go_to_the_primary_and_the_reads_queued_behind_get_their_own_answers(
+) {
+    let cluster = Cluster::shared();
+    let db = common::new_database(cluster, "pipe_ro");
+    // A function the router cannot know writes: a replica answers 25006.
+    common::on_primary_in(
+        cluster,
+        &db,
+        "CREATE TABLE w_log (tag text); \
+         CREATE FUNCTION w(tag text, secs float8) RETURNS text LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(secs); INSERT INTO w_log VALUES (tag); RETURN tag; END $$",
+    );
+    cluster.wait_replicas_caught_up();
+    let metrics_port = free_port();
+    // Reads go to the one replica, over one connection.
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
+             [[backends]]\nname = \"replica1\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
+            cluster.primary_port, cluster.replica_ports[0]
+        ),
+    );
+    let client = |sql: &str| {
+        let mut conn = RawConn::connect(gate.port);
+        conn.login("postgres", &db);
+        conn.send(&raw::query_message(sql)).expect("send the read");
+        conn
+    };
+    // A's call runs on the replica for a second before it is refused; B's
+    // plain read and C's call, refused at once, queue behind it in turn.
+    let mut a = client("SELECT w('a', 1)");
+    thread::sleep(Duration::from_millis(150));
+    let mut b = client("SELECT 'b' || (inet_server_port() = inet_server_port())::text");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    let mut c = client("SELECT w('c', 0)");
+    wait_pipelined(metrics_port, 2.0, &gate);
+    for (name, conn, want) in [
+        ("A", &mut a, "a"),
+        ("B", &mut b, "btrue"),
+        ("C", &mut c, "c"),
+    ] {
+        let reply = conn.read_until_readies_within(1, Duration::from_secs(10));
+        assert!(
+            reply.iter().all(|m| m.tag != b'E'),
+            "{name} got an error: {reply:?}\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+        assert_eq!(
+            first_value(&reply).as_deref(),
+            Some(want),
+            "{name} got {reply:?}\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+    }
+    // Each call wrote once, on the primary.
+    let logged = common::on_primary_in(cluster, &db, "SELECT tag FROM w_log ORDER BY tag");
+    assert_eq!(
+        logged,
+        vec![vec![Some("a".to_string())], vec![Some("c".to_string())]]
+    );
+    let retries =
+        sample_value(&scrape(metrics_port), "pggate_read_only_retries_total", &[]).unwrap_or(0.0);
+    assert!(
+        retries >= 2.0,
+        "{retries} reads were sent to the primary after 25006"
+    );
+    // The replica connection went back clean: a plain read on it works.
+    assert_eq!(rows(&b.query("SELECT 41 + 1")), one("42"));
+    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+}
+
+#[test]
+fn a_read_queued_behind_one_whose_client_is_slow_to_take_its_rows_runs_once_that_client_catches_up()
+{
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let (row_count, row_len) = (30_000, 1000);
+    // A's read sleeps, then returns about 30 MB that A does not read yet.
+    let mut a = sent(
+        &gate,
+        &format!(
+            "SELECT repeat('x', {row_len}) FROM pg_sleep(0.5), generate_series(1, {row_count})"
+        ),
+    );
+    thread::sleep(Duration::from_millis(100));
+    let mut b = sent(&gate, "SELECT 'b'");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    // PgGate stops reading A's rows once A's output backs up: the server
+    // then waits to write them.
+    let mut direct = cluster.connect_direct(cluster.primary_port, "postgres", "postgres");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = simple_rows(
+            &mut direct,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query LIKE 'SELECT repeat(%' AND wait_event = 'ClientWrite'",
+        );
+        if waiting == one("1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server of A's read never waited to write its rows\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    // Nothing of A's rows reaches B meanwhile.
+    let early = b.read_until_readies_within(1, Duration::from_millis(300));
+    assert!(
+        rows(&early).iter().all(|r| *r == one("b")[0]),
+        "B got {} rows that are not its own",
+        rows(&early).len()
+    );
+    // A catches up: all its rows, then B's read runs and B gets its answer.
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(60));
+    let a_rows = rows(&a_reply);
+    assert_eq!(a_rows.len(), row_count, "A got {} rows", a_rows.len());
+    assert!(
+        a_rows.iter().all(|r| r
+            .first()
+            .cloned()
+            .flatten()
+            .is_some_and(|v| v.len() == row_len)),
+        "A got a row that is not its own"
+    );
+    assert_eq!(a_reply.last().map(|m| m.tag), Some(b'Z'));
+    let b_reply = if early.iter().any(|m| m.tag == b'Z') {
+        early
+    } else {
+        let mut all = early;
+        all.extend(b.read_until_readies_within(1, Duration::from_secs(10)));
+        all
+    };
+    assert_eq!(
+        rows(&b_reply),
+        one("b"),
+        "B got {b_reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    // The connection is clean for both.
+    assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
+    assert_eq!(rows(&b.query("SELECT 40 + 2")), one("42"));
 }
