@@ -606,3 +606,91 @@ fn a_read_queued_behind_one_whose_client_is_slow_to_take_its_rows_runs_once_that
     assert_eq!(rows(&a.query("SELECT 41 + 1")), one("42"));
     assert_eq!(rows(&b.query("SELECT 40 + 2")), one("42"));
 }
+
+#[test]
+fn read_your_writes_holds_for_reads_queued_behind_other_clients_reads() {
+    let cluster = Cluster::shared();
+    let db = common::new_database(cluster, "pipe_ryw");
+    common::on_primary_in(cluster, &db, "CREATE TABLE ryw (w int, i int)");
+    cluster.wait_replicas_caught_up();
+    let metrics_port = free_port();
+    // One connection per backend: reads queue behind one another on each.
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "{}[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [routing]\nread_your_writes = \"lsn\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            common::FAST_HEALTH
+        ),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background: Vec<_> = (0..4)
+        .map(|_| {
+            let config = gate.config("postgres", &db);
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut client = config.connect(postgres::NoTls).expect("reader connects");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client
+                        .simple_query("SELECT pg_sleep(0.005)")
+                        .expect("a background read");
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let config = gate.config("postgres", &db);
+            let replicas = cluster.replica_ports;
+            thread::spawn(move || {
+                let mut client = config.connect(postgres::NoTls).expect("writer connects");
+                let mut on_replicas = 0;
+                for i in 0..30 {
+                    client
+                        .simple_query(&format!("INSERT INTO ryw VALUES ({w}, {i})"))
+                        .unwrap_or_else(|e| panic!("writer {w}, insert {i}: {e}"));
+                    if i % 3 == 0 {
+                        // Long enough for a probe to see a replica past the write.
+                        thread::sleep(Duration::from_millis(300));
+                    }
+                    let got = simple_rows(
+                        &mut client,
+                        &format!(
+                            "SELECT count(*), inet_server_port() FROM ryw WHERE w = {w} AND i = {i}"
+                        ),
+                    );
+                    assert_eq!(
+                        got.first()
+                            .and_then(|r| r.first().cloned().flatten())
+                            .as_deref(),
+                        Some("1"),
+                        "writer {w}: the read after insert {i} did not see it: {got:?}"
+                    );
+                    let port = got[0][1].as_deref().and_then(|p| p.parse::<u16>().ok());
+                    if port.is_some_and(|p| replicas.contains(&p)) {
+                        on_replicas += 1;
+                    }
+                }
+                on_replicas
+            })
+        })
+        .collect();
+    let mut on_replicas = 0;
+    for (w, writer) in writers.into_iter().enumerate() {
+        match writer.join() {
+            Ok(n) => on_replicas += n,
+            Err(_) => panic!("writer {w} failed\n{}", tail(&gate.log_contents(), 20)),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in background {
+        reader.join().expect("a background reader");
+    }
+    assert!(
+        on_replicas > 0,
+        "every read after a write ran on the primary: the replicas were not exercised"
+    );
+    let n = pipelined(metrics_port);
+    assert!(n > 20.0, "only {n} reads were queued behind another");
+}
