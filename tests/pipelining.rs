@@ -17,6 +17,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::fake::{self, Answer, FakeServer};
 use common::ops::{sample_value, scrape};
 use common::raw::{self, RawConn};
 use common::{db_error, free_port, random_hex, simple_rows, tail, Cluster, PgGate};
@@ -693,4 +694,68 @@ fn read_your_writes_holds_for_reads_queued_behind_other_clients_reads() {
     );
     let n = pipelined(metrics_port);
     assert!(n > 20.0, "only {n} reads were queued behind another");
+}
+
+#[test]
+fn reads_queued_behind_a_read_that_leaves_its_server_in_a_transaction_are_sent_again() {
+    let cluster = Cluster::shared();
+    // A stand-in replica (no real server ends a plain read inside a
+    // transaction): A's read answers after 500 ms with ReadyForQuery 'T';
+    // any other read answers at once, outside a transaction.
+    let fake = FakeServer::start(|sql| {
+        let (value, status, delay) = if sql.contains("'a'") {
+            ("a", b'T', Duration::from_millis(500))
+        } else if sql.contains("'b'") {
+            ("b", b'I', Duration::ZERO)
+        } else {
+            ("?", b'I', Duration::ZERO)
+        };
+        let mut bytes = fake::one_row(&[Some(value)]);
+        bytes.extend(fake::ready(status));
+        Answer {
+            delay,
+            bytes,
+            close: false,
+        }
+    });
+    let metrics_port = free_port();
+    let gate = PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
+             [[backends]]\nname = \"fake\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
+            cluster.primary_port, fake.port
+        ),
+    );
+    let mut a = sent(&gate, "SELECT 'a'");
+    thread::sleep(Duration::from_millis(100));
+    let mut b = sent(&gate, "SELECT 'b'");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    // B's read never runs in A's transaction: the connection is closed and
+    // B's read sent again, to a connection of its own.
+    let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
+    let tags: Vec<char> = b_reply.iter().map(|m| m.tag as char).collect();
+    assert_eq!(
+        (tags, rows(&b_reply)),
+        (vec!['T', 'D', 'C', 'Z'], one("b")),
+        "B got {b_reply:?}\n{}",
+        tail(&gate.log_contents(), 20)
+    );
+    // A got its own row and nothing else, then learns that its transaction
+    // is gone and is closed.
+    let mut a_got = Vec::new();
+    while let Ok(Some(m)) = a.read_message() {
+        a_got.push(m);
+    }
+    assert_eq!(rows(&a_got), one("a"), "A got {a_got:?}");
+    let codes: Vec<_> = a_got.iter().filter_map(|m| m.sqlstate()).collect();
+    assert_eq!(codes, vec!["08006".to_string()], "A got {a_got:?}");
+    assert!(
+        fake.was_sent("'b'"),
+        "B's read never reached the stand-in replica"
+    );
+    // B's session goes on.
+    assert_eq!(rows(&b.query("SELECT 'b'")), one("b"));
 }

@@ -19,6 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fake::{self, Answer, FakeServer};
 use common::tools;
 use common::{describe_error, random_hex, Cluster, PgGate};
 
@@ -966,162 +967,6 @@ fn reads_go_to_the_primary_when_no_replica_is_configured() {
     routes.check("reads without replicas");
 }
 
-/// One backend message: tag, then length and body.
-fn backend_message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// An ErrorResponse with severity and SQLSTATE.
-fn error_message(severity: &str, code: &str, text: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', code),
-        (b'M', text),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    backend_message(b'E', &body)
-}
-
-/// A one-row, text-format result of `values` (all `text` columns).
-fn result_row(values: &[Option<&str>]) -> Vec<u8> {
-    let mut desc = (values.len() as u16).to_be_bytes().to_vec();
-    let mut row = (values.len() as u16).to_be_bytes().to_vec();
-    for (i, v) in values.iter().enumerate() {
-        desc.extend_from_slice(format!("c{i}").as_bytes());
-        desc.push(0);
-        desc.extend_from_slice(&0u32.to_be_bytes()); // table oid
-        desc.extend_from_slice(&0u16.to_be_bytes()); // column number
-        desc.extend_from_slice(&25u32.to_be_bytes()); // text
-        desc.extend_from_slice(&(-1i16).to_be_bytes());
-        desc.extend_from_slice(&(-1i32).to_be_bytes());
-        desc.extend_from_slice(&0u16.to_be_bytes());
-        match v {
-            Some(s) => {
-                row.extend_from_slice(&(s.len() as i32).to_be_bytes());
-                row.extend_from_slice(s.as_bytes());
-            }
-            None => row.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
-    let mut out = backend_message(b'T', &desc);
-    out.extend(backend_message(b'D', &row));
-    out.extend(backend_message(b'C', b"SELECT 1\0"));
-    out
-}
-
-/// A stand-in for a replica that answers PgGate's logins and health probes
-/// like a standby, and answers a statement containing `refuse` the way a
-/// standby refuses a write (25006) with, in the same packet, the FATAL of a
-/// server shutting down, then closes. Every other statement gets an empty
-/// completion. Returns its port and the statements it was sent.
-fn fake_replica(refuse: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake replica");
-    let port = listener.local_addr().expect("its address").port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming() {
-            let Ok(mut sock) = sock else { continue };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let read_exact = |sock: &mut std::net::TcpStream, n: usize| {
-                    let mut buf = vec![0; n];
-                    sock.read_exact(&mut buf).ok().map(|_| buf)
-                };
-                // Startup (after declining any SSLRequest or GSSENCRequest).
-                loop {
-                    let Some(len) = read_exact(&mut sock, 4) else {
-                        return;
-                    };
-                    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                    let Some(body) = read_exact(&mut sock, len.saturating_sub(4)) else {
-                        return;
-                    };
-                    let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                    if code == 80877103 || code == 80877104 {
-                        let _ = sock.write_all(b"N");
-                        continue;
-                    }
-                    if code != 196608 {
-                        return;
-                    }
-                    break;
-                }
-                let mut hello = backend_message(b'R', &0u32.to_be_bytes());
-                for (k, v) in [
-                    ("server_version", "15.0"),
-                    ("server_encoding", "UTF8"),
-                    ("client_encoding", "UTF8"),
-                    ("DateStyle", "ISO, MDY"),
-                    ("integer_datetimes", "on"),
-                    ("standard_conforming_strings", "on"),
-                ] {
-                    hello.extend(backend_message(b'S', format!("{k}\0{v}\0").as_bytes()));
-                }
-                let mut key = 4242u32.to_be_bytes().to_vec();
-                key.extend_from_slice(&7u32.to_be_bytes());
-                hello.extend(backend_message(b'K', &key));
-                hello.extend(backend_message(b'Z', b"I"));
-                if sock.write_all(&hello).is_err() {
-                    return;
-                }
-                loop {
-                    let Some(head) = read_exact(&mut sock, 5) else {
-                        return;
-                    };
-                    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                    let Some(body) = read_exact(&mut sock, len.saturating_sub(4)) else {
-                        return;
-                    };
-                    if head[0] != b'Q' {
-                        return;
-                    }
-                    let sql = String::from_utf8_lossy(&body)
-                        .trim_end_matches('\0')
-                        .to_string();
-                    log.lock()
-                        .expect("the fake replica's log")
-                        .push(sql.clone());
-                    let mut out = if sql.contains(refuse) {
-                        let mut out = error_message(
-                            "ERROR",
-                            "25006",
-                            "cannot execute INSERT in a read-only transaction",
-                        );
-                        out.extend(backend_message(b'Z', b"I"));
-                        out.extend(error_message(
-                            "FATAL",
-                            "57P01",
-                            "terminating connection due to administrator command",
-                        ));
-                        let _ = sock.write_all(&out);
-                        return;
-                    } else if sql.starts_with("SELECT pg_is_in_recovery()") {
-                        result_row(&[Some("t"), Some("FFFFFFFF/0"), None])
-                    } else {
-                        backend_message(b'C', b"SET\0")
-                    };
-                    out.extend(backend_message(b'Z', b"I"));
-                    if sock.write_all(&out).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, seen)
-}
-
 /// A server that refuses a read as a write and, in the same packet, says it
 /// is shutting down (something a real server cannot be timed to do, hence
 /// the stand-in): the read still goes to the primary, and the client gets
@@ -1137,7 +982,33 @@ fn a_read_refused_by_a_replica_that_then_shuts_down_still_goes_to_the_primary() 
          CREATE FUNCTION w(tag text) RETURNS text LANGUAGE sql AS \
          $$ INSERT INTO w_log VALUES (tag) RETURNING tag $$",
     );
-    let (fake_port, seen) = fake_replica("w('a')");
+    // A stand-in replica refuses the call and, in the same packet, says it
+    // is shutting down; then it closes. Anything else gets an empty completion.
+    let fake = FakeServer::start(|sql| {
+        if sql.contains("w('a')") {
+            let mut bytes = fake::error(
+                "ERROR",
+                "25006",
+                "cannot execute INSERT in a read-only transaction",
+            );
+            bytes.extend(fake::ready(b'I'));
+            bytes.extend(fake::error(
+                "FATAL",
+                "57P01",
+                "terminating connection due to administrator command",
+            ));
+            Answer {
+                delay: Duration::ZERO,
+                bytes,
+                close: true,
+            }
+        } else {
+            let mut bytes = fake::complete("SET");
+            bytes.extend(fake::ready(b'I'));
+            Answer::now(bytes)
+        }
+    });
+    let fake_port = fake.port;
     let gate = PgGate::start(
         cluster,
         &format!(
@@ -1163,10 +1034,7 @@ fn a_read_refused_by_a_replica_that_then_shuts_down_still_goes_to_the_primary() 
         common::tail(&gate.log_contents(), 20)
     );
     assert!(
-        seen.lock()
-            .expect("the fake replica's log")
-            .iter()
-            .any(|s| s.contains("w('a')")),
+        fake.was_sent("w('a')"),
         "the read never reached the replica, so it was not refused there"
     );
     // The session goes on (a write: reads would go to the stand-in again).

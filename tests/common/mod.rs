@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fake;
 pub mod faults;
 pub mod gate;
 pub mod ops;
