@@ -7,8 +7,10 @@
 //! Most tests run PgGate with one connection per pool and a long window, so
 //! that reads queue behind one another whenever two clients overlap; the
 //! three about `pool.pipeline_after` and the window give the pool room, to
-//! check when reads queue although connections are free, and one sends reads
-//! to a replica that refuses some of them as writes (25006). Each checks `pggate_pipelined_reads_total` to be sure that reads
+//! check when reads queue although connections are free; one sends reads to
+//! a replica that refuses some of them as writes (25006), and one puts a
+//! stand-in server in place of a replica, to end a read inside a transaction
+//! (which no real server does). Each checks `pggate_pipelined_reads_total` to be sure that reads
 //! queued. Reads come through the simple protocol and through the extended
 //! one (a prepared statement run with Bind/Execute/Sync).
 
