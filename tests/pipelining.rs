@@ -49,6 +49,22 @@ fn one_connection_gate(cluster: &Cluster, metrics_port: u16) -> PgGate {
     gate_with_pool(cluster, metrics_port, "size = 1")
 }
 
+/// PgGate with one worker, one connection per pool, a 10 s pipeline window,
+/// metrics on `metrics_port` and two backends: the cluster's primary and the
+/// replica (or stand-in) on `replica_port`, where reads go.
+fn one_replica_gate(cluster: &Cluster, metrics_port: u16, replica_port: u16) -> PgGate {
+    PgGate::start(
+        cluster,
+        &format!(
+            "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
+             [[backends]]\nname = \"replica\"\nhost = \"127.0.0.1\"\nport = {replica_port}\nrole = \"replica\"\n",
+            cluster.primary_port
+        ),
+    )
+}
+
 fn pipelined(metrics_port: u16) -> f64 {
     sample_value(&scrape(metrics_port), "pggate_pipelined_reads_total", &[]).unwrap_or(0.0)
 }
@@ -475,16 +491,7 @@ fn reads_a_replica_refuses_as_writes_go_to_the_primary_and_the_reads_queued_behi
     cluster.wait_replicas_caught_up();
     let metrics_port = free_port();
     // Reads go to the one replica, over one connection.
-    let gate = PgGate::start(
-        cluster,
-        &format!(
-            "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
-             [[backends]]\nname = \"replica1\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
-            cluster.primary_port, cluster.replica_ports[0]
-        ),
-    );
+    let gate = one_replica_gate(cluster, metrics_port, cluster.replica_ports[0]);
     let client = |sql: &str| {
         let mut conn = RawConn::connect(gate.port);
         conn.login("postgres", &db);
@@ -721,16 +728,7 @@ fn reads_queued_behind_a_read_that_leaves_its_server_in_a_transaction_are_sent_a
         }
     });
     let metrics_port = free_port();
-    let gate = PgGate::start(
-        cluster,
-        &format!(
-            "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"10s\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-             [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\
-             [[backends]]\nname = \"fake\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
-            cluster.primary_port, fake.port
-        ),
-    );
+    let gate = one_replica_gate(cluster, metrics_port, fake.port);
     let mut a = sent(&gate, "SELECT 'a'");
     thread::sleep(Duration::from_millis(100));
     let mut b = sent(&gate, "SELECT 'b'");
