@@ -759,3 +759,47 @@ fn reads_queued_behind_a_read_that_leaves_its_server_in_a_transaction_are_sent_a
     // B's session goes on.
     assert_eq!(rows(&b.query("SELECT 'b'")), one("b"));
 }
+
+/// Polls PgGate's metrics until `name` reads `want` (the workers count once a
+/// second); panics after `limit`.
+fn wait_gauge(metrics_port: u16, name: &str, want: f64, limit: Duration, gate: &PgGate) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = sample_value(&scrape(metrics_port), name, &[]);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {got:?}, not {want}, after {limit:?}\n{}",
+            tail(&gate.log_contents(), 20)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_queued_read_counts_in_pggate_pipelined_reads_queued_until_it_runs() {
+    let cluster = Cluster::shared();
+    let metrics_port = free_port();
+    let gate = one_connection_gate(cluster, metrics_port);
+    let (mut a, _) = running_read(&gate);
+    let mut b = sent(&gate, "SELECT 'b'");
+    wait_pipelined(metrics_port, 1.0, &gate);
+    // A's read runs for about 2.8 s more: long enough for a tick to count B.
+    let queued = "pggate_pipelined_reads_queued";
+    wait_gauge(
+        metrics_port,
+        queued,
+        1.0,
+        Duration::from_millis(2500),
+        &gate,
+    );
+    let waiting = sample_value(&scrape(metrics_port), "pggate_pool_waiting_clients", &[]);
+    assert_eq!(waiting, Some(0.0), "B counted as waiting for a connection");
+    let a_reply = a.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(rows(&a_reply), one("a"), "A got {a_reply:?}");
+    let b_reply = b.read_until_readies_within(1, Duration::from_secs(10));
+    assert_eq!(rows(&b_reply), one("b"), "B got {b_reply:?}");
+    wait_gauge(metrics_port, queued, 0.0, Duration::from_secs(3), &gate);
+}

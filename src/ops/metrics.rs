@@ -37,6 +37,7 @@ pub mod names {
     pub const POOL_WAITING_CLIENTS: &str = "pggate_pool_waiting_clients";
     pub const READ_ONLY_RETRIES_TOTAL: &str = "pggate_read_only_retries_total";
     pub const PIPELINED_READS_TOTAL: &str = "pggate_pipelined_reads_total";
+    pub const PIPELINED_READS_QUEUED: &str = "pggate_pipelined_reads_queued";
     pub const CONFIG_RELOADS_TOTAL: &str = "pggate_config_reloads_total";
     pub const BUILD_INFO: &str = "pggate_build_info";
 
@@ -57,6 +58,7 @@ pub mod names {
         POOL_WAITING_CLIENTS,
         READ_ONLY_RETRIES_TOTAL,
         PIPELINED_READS_TOTAL,
+        PIPELINED_READS_QUEUED,
         CONFIG_RELOADS_TOTAL,
         BUILD_INFO,
     ];
@@ -226,6 +228,8 @@ pub struct Metrics {
     pub read_only_retries: IntCounter,
     /// `pggate_pipelined_reads_total`.
     pub pipelined_reads: IntCounter,
+    /// `pggate_pipelined_reads_queued`.
+    pub pipelined_reads_queued: IntGauge,
     /// `pggate_config_reloads_total{result}`.
     pub config_reloads: ReloadResults<IntCounter>,
 
@@ -374,6 +378,13 @@ impl Metrics {
                 "Reads sent down a connection behind another client's read (pool.pipeline_window).",
             ),
         );
+        let pipelined_reads_queued = register(
+            &registry,
+            IntGauge::new(
+                names::PIPELINED_READS_QUEUED,
+                "Reads currently queued behind another client's read, as of the workers' last tick.",
+            ),
+        );
         let config_reloads = register(
             &registry,
             IntCounterVec::new(
@@ -410,6 +421,7 @@ impl Metrics {
             pool_waiting_clients,
             read_only_retries,
             pipelined_reads,
+            pipelined_reads_queued,
             config_reloads: ReloadResults::resolve(|v| config_reloads.with_label_values(&[v])),
             backend_up,
             backend_connections,
@@ -567,6 +579,7 @@ mod tests {
             ("pggate_pool_waiting_clients", "gauge", &[]),
             ("pggate_read_only_retries_total", "counter", &[]),
             ("pggate_pipelined_reads_total", "counter", &[]),
+            ("pggate_pipelined_reads_queued", "gauge", &[]),
             ("pggate_config_reloads_total", "counter", &["result"]),
             ("pggate_build_info", "gauge", &["version"]),
         ];
@@ -635,6 +648,7 @@ mod tests {
             "pggate_pool_waiting_clients",
             "pggate_read_only_retries_total",
             "pggate_pipelined_reads_total",
+            "pggate_pipelined_reads_queued",
         ] {
             assert_line(&text, &format!("{name} 0"));
         }
@@ -698,6 +712,7 @@ mod tests {
         m.pool_waiting_clients.set(4);
         m.read_only_retries.inc();
         m.pipelined_reads.inc();
+        m.pipelined_reads_queued.set(2);
         m.config_reloads.failure.inc();
         let text = m.render();
         assert_line(&text, "pggate_clients_accepted_total 1");
@@ -721,6 +736,7 @@ mod tests {
         assert_line(&text, "pggate_pool_waiting_clients 4");
         assert_line(&text, "pggate_read_only_retries_total 1");
         assert_line(&text, "pggate_pipelined_reads_total 1");
+        assert_line(&text, "pggate_pipelined_reads_queued 2");
         assert_line(&text, "pggate_config_reloads_total{result=\"failure\"} 1");
         assert_line(&text, "pggate_config_reloads_total{result=\"success\"} 0");
     }

@@ -1,7 +1,7 @@
 //! Numbers the workers publish for the metrics endpoint once a second (their
-//! backend connections by state, their waiting clients), and the thread that
-//! turns them and the health view into the per-backend gauges. Off the hot
-//! path: workers count their own slabs on their maintenance tick.
+//! backend connections by state, their waiting clients and queued reads), and
+//! the thread that turns them and the health view into the gauges. Off the
+//! hot path: workers count their own slabs on their maintenance tick.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ pub struct WorkerStats {
     pub idle: Vec<AtomicI64>,
     pub active: Vec<AtomicI64>,
     pub waiting: AtomicI64,
+    /// Clients whose read is queued behind another client's read.
+    pub queued: AtomicI64,
 }
 
 impl WorkerStats {
@@ -24,6 +26,7 @@ impl WorkerStats {
             idle: (0..backends).map(|_| AtomicI64::new(0)).collect(),
             active: (0..backends).map(|_| AtomicI64::new(0)).collect(),
             waiting: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
         }
     }
 }
@@ -99,4 +102,6 @@ fn update(
         .map(|s| s.waiting.load(Ordering::Relaxed))
         .sum();
     m.pool_waiting_clients.set(waiting);
+    let queued: i64 = stats.iter().map(|s| s.queued.load(Ordering::Relaxed)).sum();
+    m.pipelined_reads_queued.set(queued);
 }

@@ -813,16 +813,20 @@ impl Worker {
                 stats.idle[i].store(idle[i], std::sync::atomic::Ordering::Relaxed);
                 stats.active[i].store(active[i], std::sync::atomic::Ordering::Relaxed);
             }
-            let waiting = self
-                .clients
-                .iter()
-                .filter(|(_, c)| {
-                    matches!(c.state, super::conn::ClientState::WaitingForBackend { .. })
-                })
-                .count();
+            let (mut waiting, mut queued) = (0i64, 0i64);
+            for (_, c) in self.clients.iter() {
+                match c.state {
+                    super::conn::ClientState::WaitingForBackend { .. } => waiting += 1,
+                    super::conn::ClientState::Following { .. } => queued += 1,
+                    _ => {}
+                }
+            }
             stats
                 .waiting
-                .store(waiting as i64, std::sync::atomic::Ordering::Relaxed);
+                .store(waiting, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .queued
+                .store(queued, std::sync::atomic::Ordering::Relaxed);
         }
         if self.id == 0 && self.config.pool.min_idle > 0 && !self.stopping {
             self.keep_min_idle();
