@@ -1192,3 +1192,55 @@ fn workers_zero_runs_one_worker_per_two_cores() {
         tail(&log, 20)
     );
 }
+
+#[test]
+fn an_unnamed_statement_parsed_again_after_a_reload_is_routed_by_the_new_write_functions() {
+    let cluster = Cluster::shared();
+    let db = common::new_database(cluster, "ops_unnamed");
+    common::on_primary_in(
+        cluster,
+        &db,
+        "CREATE FUNCTION marked() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'",
+    );
+    cluster.wait_replicas_caught_up();
+    let metrics_port = free_port();
+    let metrics = metrics_toml(metrics_port);
+    let gate = PgGate::start(cluster, &format!("[proxy]\nworkers = 1\n{metrics}"));
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", &db);
+    // The same unnamed statement, parsed again for each run (as drivers do
+    // for statements they do not prepare).
+    let mut run = |what: &str| -> u16 {
+        let mut batch = common::raw::parse_message("", "SELECT marked()", &[]);
+        batch.extend(common::raw::bind_message("", "", &[]));
+        batch.extend(common::raw::execute_message("", 0));
+        batch.extend(common::raw::sync_message());
+        let reply = conn.exchange(&batch, 1);
+        reply
+            .iter()
+            .find(|m| m.tag == b'D')
+            .and_then(|m| m.data_row().first().cloned().flatten())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: got {reply:?}"))
+    };
+    for i in 0..3 {
+        let port = run("before the reload");
+        assert!(
+            cluster.is_replica_port(port),
+            "run {i}: a call of a function in no list ran on {port}, not a replica"
+        );
+    }
+    gate.files.rewrite_config(
+        cluster,
+        &format!("[proxy]\nworkers = 1\n{metrics}[routing]\nwrite_functions = [\"marked\"]\n"),
+    );
+    gate.signal(libc::SIGHUP);
+    wait_reloads(metrics_port, "success", 1.0, &gate);
+    for i in 0..3 {
+        let port = run("after the reload");
+        assert_eq!(
+            port, cluster.primary_port,
+            "run {i}: once routing.write_functions lists it, the call must run on the primary"
+        );
+    }
+}

@@ -77,6 +77,10 @@ pub struct Session {
     /// so a later Bind of the unnamed statement works on any connection.
     pub unnamed: Vec<u8>,
     pub unnamed_class: Option<crate::sql::Classification>,
+    /// The configuration version `unnamed_class` was made under: the same
+    /// unnamed statement parsed again keeps its class until a reload (which
+    /// may change `routing.write_functions`).
+    pub unnamed_version: u64,
 }
 
 pub struct Client {

@@ -290,6 +290,7 @@ impl Worker {
             statements: Default::default(),
             unnamed: Vec::new(),
             unnamed_class: None,
+            unnamed_version: 0,
         }));
         if self.config.auth.mode == AuthMode::Query {
             self.start_local_auth(ck);
@@ -471,7 +472,19 @@ impl Worker {
                         self.fatal(ck, "08P01", "invalid Parse message");
                         return;
                     };
-                    let class = sql::classify(text, &self.config.routing.write_functions);
+                    let known = c.session.as_ref().and_then(|s| {
+                        // The unnamed statement parsed again (drivers that run
+                        // a statement without preparing it send one Parse per
+                        // run): its class is already known.
+                        (name.is_empty()
+                            && s.unnamed_version == self.config_version
+                            && s.unnamed.as_slice() == rest)
+                            .then_some(s.unnamed_class)
+                            .flatten()
+                    });
+                    let class = known.unwrap_or_else(|| {
+                        sql::classify(text, &self.config.routing.write_functions)
+                    });
                     // A named Parse alone before its Sync (libpq's PQprepare)
                     // of a statement a server of this pool has accepted:
                     // answered here, without waiting for a connection. A later
@@ -726,6 +739,7 @@ impl Worker {
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
         let primary = self.topo.primary();
+        let config_version = self.config_version;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let Some(b) = self.backends.get_mut(bk) else {
@@ -937,21 +951,21 @@ impl Worker {
                     }
                 }
                 frontend::PARSE => {
-                    let Some((name, rest, _)) = extended::parse_parts(body) else {
+                    let Some((name, rest, text)) = extended::parse_parts(body) else {
                         invalid = Some("invalid Parse message".into());
                         break;
                     };
                     c.unsynced = true;
-                    if matches!(
-                        extended::parse_parts(body).and_then(|(_, _, q)| sql::deallocate_target(q)),
-                        Some(sql::Deallocate::All)
-                    ) {
+                    if matches!(sql::deallocate_target(text), Some(sql::Deallocate::All)) {
                         c.dealloc_pending = true;
                     }
                     if name.is_empty() {
-                        session.unnamed.clear();
-                        session.unnamed.extend_from_slice(rest);
+                        if session.unnamed.as_slice() != rest {
+                            session.unnamed.clear();
+                            session.unnamed.extend_from_slice(rest);
+                        }
                         session.unnamed_class = class;
+                        session.unnamed_version = config_version;
                         c.batch_parsed_unnamed = true;
                         out.extend_from_slice(frame);
                         b.replies.push_back(Reply::forward(extended::ENDS_PARSE));

@@ -107,7 +107,7 @@ pub struct Worker {
     pub stopping: bool,
     /// `proxy.client_idle_timeout` is set: clients' activity is timed.
     client_idle_checked: bool,
-    config_version: u64,
+    pub config_version: u64,
     /// Query-mode clients waiting for a primary connection's ParameterStatus values.
     pub param_waiters: Vec<(usize, u64)>,
     /// Backends whose `wbuf` waits for the end of this pass (`Backend::deferred`).
