@@ -185,6 +185,20 @@ fn pggate_8_covers_the_required_sections() {
     }
 }
 
+#[test]
+fn pggate_8_describes_every_metric() {
+    let page = read("man/pggate.8");
+    let missing: Vec<&str> = pggate::ops::metrics::names::ALL
+        .iter()
+        .filter(|name| !page.contains(&format!("\\%{name}")))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "man/pggate.8 has no entry for {missing:?}"
+    );
+}
+
 /// The `Key=value` assignments of a unit file, comments left out.
 fn unit_directives(text: &str) -> Vec<(String, String)> {
     text.lines()
