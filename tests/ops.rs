@@ -1244,3 +1244,72 @@ fn an_unnamed_statement_parsed_again_after_a_reload_is_routed_by_the_new_write_f
         );
     }
 }
+
+#[test]
+fn an_unnamed_statement_classified_before_a_reload_is_classified_again_when_parsed_again() {
+    let cluster = Cluster::shared();
+    let replica1 = cluster.replica_ports[0];
+    let db = common::new_database(cluster, "ops_unnamed_wait");
+    common::on_primary_in(
+        cluster,
+        &db,
+        "CREATE FUNCTION marked() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'",
+    );
+    cluster.wait_replicas_caught_up();
+    let metrics_port = free_port();
+    // One replica, one connection to it, no pipelining: a second read waits
+    // for the connection while a read-only transaction holds it.
+    let settings = format!(
+        "[proxy]\nworkers = 1\n[pool]\nsize = 1\npipeline_window = \"0ms\"\n{}{}",
+        metrics_toml(metrics_port),
+        backends_toml(cluster, &["primary", "replica1"])
+    );
+    let gate = PgGate::start(cluster, &settings);
+    let mut holder = gate.connect("postgres", &db);
+    holder
+        .batch_execute("BEGIN READ ONLY; SELECT 1")
+        .unwrap_or_else(|e| panic!("BEGIN READ ONLY: {}", describe_error(&e)));
+    let mut conn = RawConn::connect(gate.port);
+    conn.login("postgres", &db);
+    let batch = || {
+        let mut batch = common::raw::parse_message("", "SELECT marked()", &[]);
+        batch.extend(common::raw::bind_message("", "", &[]));
+        batch.extend(common::raw::execute_message("", 0));
+        batch.extend(common::raw::sync_message());
+        batch
+    };
+    let port_in = |reply: &[common::raw::Message], what: &str| -> u16 {
+        reply
+            .iter()
+            .find(|m| m.tag == b'D')
+            .and_then(|m| m.data_row().first().cloned().flatten())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: got {reply:?}"))
+    };
+    // Classified as a read, it waits for the replica's one connection...
+    conn.send(&batch()).expect("send the batch");
+    thread::sleep(Duration::from_millis(300));
+    // ...while a reload lists the function as a write.
+    gate.files.rewrite_config(
+        cluster,
+        &format!("{settings}[routing]\nwrite_functions = [\"marked\"]\n"),
+    );
+    gate.signal(libc::SIGHUP);
+    wait_reloads(metrics_port, "success", 1.0, &gate);
+    holder
+        .batch_execute("COMMIT")
+        .unwrap_or_else(|e| panic!("COMMIT: {}", describe_error(&e)));
+    let first = conn.read_until_ready();
+    assert_eq!(
+        port_in(&first, "the waiting run"),
+        replica1,
+        "the run routed before the reload"
+    );
+    // Parsed again, the same statement is judged by the new configuration.
+    let again = conn.exchange(&batch(), 1);
+    assert_eq!(
+        port_in(&again, "the run after the reload"),
+        cluster.primary_port,
+        "the same unnamed statement, parsed after the reload, must run on the primary"
+    );
+}

@@ -121,6 +121,8 @@ pub struct Client {
     /// The routing verdict of the message at the head of `rbuf`, so that
     /// forwarding it does not classify it again.
     pub head_class: Option<crate::sql::Classification>,
+    /// The configuration version `head_class` was made under.
+    pub head_version: u64,
     /// The current batch parsed the unnamed statement itself.
     pub batch_parsed_unnamed: bool,
     /// The current batch parsed a DEALLOCATE ALL / DISCARD ALL; its Execute

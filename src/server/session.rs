@@ -465,6 +465,7 @@ impl Worker {
                     let class = sql::classify(text, &self.config.routing.write_functions);
                     // The forwarding step needs the same verdict: keep it.
                     c.head_class = Some(class);
+                    c.head_version = self.config_version;
                     self.route_statement(ck, &class)
                 }
                 frontend::PARSE => {
@@ -505,6 +506,7 @@ impl Worker {
                         }
                     }
                     c.head_class = Some(class);
+                    c.head_version = self.config_version;
                     self.route_statement(ck, &class)
                 }
                 frontend::BIND | frontend::DESCRIBE => {
@@ -739,7 +741,6 @@ impl Worker {
         let max_prepared = self.config.pool.max_prepared_statements.max(1);
         let reads_to_primary = self.config.routing.reads == ReadsTarget::Primary;
         let primary = self.topo.primary();
-        let config_version = self.config_version;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let Some(b) = self.backends.get_mut(bk) else {
@@ -773,6 +774,9 @@ impl Worker {
         let mut invalid = None;
         let mut newly_pinned = None;
         let mut head_class = c.head_class.take();
+        // A verdict made before a reload is kept for its own message only.
+        let head_version = c.head_version;
+        let config_version = self.config_version;
         let mut pos = 0;
         while pos < end {
             let hdr = match parse_header(&c.rbuf[pos..end], max) {
@@ -792,6 +796,11 @@ impl Worker {
             let body = &frame[5..];
             // Only the message routing looked at (the first one) may use it.
             let cached = head_class.take();
+            let class_version = if cached.is_some() {
+                head_version
+            } else {
+                config_version
+            };
             let Some(session) = c.session.as_mut() else {
                 break;
             };
@@ -965,7 +974,7 @@ impl Worker {
                             session.unnamed.extend_from_slice(rest);
                         }
                         session.unnamed_class = class;
-                        session.unnamed_version = config_version;
+                        session.unnamed_version = class_version;
                         c.batch_parsed_unnamed = true;
                         out.extend_from_slice(frame);
                         b.replies.push_back(Reply::forward(extended::ENDS_PARSE));

@@ -431,6 +431,7 @@ impl Worker {
             force_primary: false,
             unsynced: false,
             head_class: None,
+            head_version: 0,
             batch_parsed_unnamed: false,
             dealloc_pending: false,
             discard_until_sync: false,
