@@ -499,17 +499,21 @@ fn reads_a_replica_refuses_as_writes_go_to_the_primary_and_the_reads_queued_behi
         conn
     };
     // A's call runs on the replica for a second before it is refused; B's
-    // plain read and C's call, refused at once, queue behind it in turn.
+    // plain read, C's call (refused at once) and D's plain read queue behind
+    // it in turn, so reads are queued behind both refused calls.
     let mut a = client("SELECT w('a', 1)");
     thread::sleep(Duration::from_millis(150));
     let mut b = client("SELECT 'b' || (inet_server_port() = inet_server_port())::text");
     wait_pipelined(metrics_port, 1.0, &gate);
     let mut c = client("SELECT w('c', 0)");
     wait_pipelined(metrics_port, 2.0, &gate);
+    let mut d = client("SELECT 'd'");
+    wait_pipelined(metrics_port, 3.0, &gate);
     for (name, conn, want) in [
         ("A", &mut a, "a"),
         ("B", &mut b, "btrue"),
         ("C", &mut c, "c"),
+        ("D", &mut d, "d"),
     ] {
         let reply = conn.read_until_readies_within(1, Duration::from_secs(10));
         assert!(
