@@ -1193,36 +1193,49 @@ fn workers_zero_runs_one_worker_per_two_cores() {
     );
 }
 
-#[test]
-fn an_unnamed_statement_parsed_again_after_a_reload_is_routed_by_the_new_write_functions() {
-    let cluster = Cluster::shared();
-    let db = common::new_database(cluster, "ops_unnamed");
+/// A new database with `marked()`, a function that returns the port of the
+/// server that ran it and that no routing list names, on every server.
+fn database_with_marked(cluster: &Cluster, prefix: &str) -> String {
+    let db = common::new_database(cluster, prefix);
     common::on_primary_in(
         cluster,
         &db,
         "CREATE FUNCTION marked() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'",
     );
     cluster.wait_replicas_caught_up();
+    db
+}
+
+/// `SELECT marked()` as the unnamed statement: Parse, Bind, Execute, Sync
+/// (what drivers send for a statement they do not prepare).
+fn unnamed_marked_call() -> Vec<u8> {
+    let mut batch = common::raw::parse_message("", "SELECT marked()", &[]);
+    batch.extend(common::raw::bind_message("", "", &[]));
+    batch.extend(common::raw::execute_message("", 0));
+    batch.extend(common::raw::sync_message());
+    batch
+}
+
+/// The port `marked()` returned in `reply`.
+fn marked_port(reply: &[common::raw::Message], what: &str) -> u16 {
+    reply
+        .iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| m.data_row().first().cloned().flatten())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: got {reply:?}"))
+}
+
+#[test]
+fn an_unnamed_statement_parsed_again_after_a_reload_is_routed_by_the_new_write_functions() {
+    let cluster = Cluster::shared();
+    let db = database_with_marked(cluster, "ops_unnamed");
     let metrics_port = free_port();
     let metrics = metrics_toml(metrics_port);
     let gate = PgGate::start(cluster, &format!("[proxy]\nworkers = 1\n{metrics}"));
     let mut conn = RawConn::connect(gate.port);
     conn.login("postgres", &db);
-    // The same unnamed statement, parsed again for each run (as drivers do
-    // for statements they do not prepare).
-    let mut run = |what: &str| -> u16 {
-        let mut batch = common::raw::parse_message("", "SELECT marked()", &[]);
-        batch.extend(common::raw::bind_message("", "", &[]));
-        batch.extend(common::raw::execute_message("", 0));
-        batch.extend(common::raw::sync_message());
-        let reply = conn.exchange(&batch, 1);
-        reply
-            .iter()
-            .find(|m| m.tag == b'D')
-            .and_then(|m| m.data_row().first().cloned().flatten())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: got {reply:?}"))
-    };
+    let mut run = |what: &str| marked_port(&conn.exchange(&unnamed_marked_call(), 1), what);
     for i in 0..3 {
         let port = run("before the reload");
         assert!(
@@ -1249,13 +1262,7 @@ fn an_unnamed_statement_parsed_again_after_a_reload_is_routed_by_the_new_write_f
 fn an_unnamed_statement_classified_before_a_reload_is_classified_again_when_parsed_again() {
     let cluster = Cluster::shared();
     let replica1 = cluster.replica_ports[0];
-    let db = common::new_database(cluster, "ops_unnamed_wait");
-    common::on_primary_in(
-        cluster,
-        &db,
-        "CREATE FUNCTION marked() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'",
-    );
-    cluster.wait_replicas_caught_up();
+    let db = database_with_marked(cluster, "ops_unnamed_wait");
     let metrics_port = free_port();
     // One replica, one connection to it, no pipelining: a second read waits
     // for the connection while a read-only transaction holds it.
@@ -1271,23 +1278,8 @@ fn an_unnamed_statement_classified_before_a_reload_is_classified_again_when_pars
         .unwrap_or_else(|e| panic!("BEGIN READ ONLY: {}", describe_error(&e)));
     let mut conn = RawConn::connect(gate.port);
     conn.login("postgres", &db);
-    let batch = || {
-        let mut batch = common::raw::parse_message("", "SELECT marked()", &[]);
-        batch.extend(common::raw::bind_message("", "", &[]));
-        batch.extend(common::raw::execute_message("", 0));
-        batch.extend(common::raw::sync_message());
-        batch
-    };
-    let port_in = |reply: &[common::raw::Message], what: &str| -> u16 {
-        reply
-            .iter()
-            .find(|m| m.tag == b'D')
-            .and_then(|m| m.data_row().first().cloned().flatten())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: got {reply:?}"))
-    };
     // Classified as a read, it waits for the replica's one connection...
-    conn.send(&batch()).expect("send the batch");
+    conn.send(&unnamed_marked_call()).expect("send the batch");
     thread::sleep(Duration::from_millis(300));
     // ...while a reload lists the function as a write.
     gate.files.rewrite_config(
@@ -1299,16 +1291,17 @@ fn an_unnamed_statement_classified_before_a_reload_is_classified_again_when_pars
     holder
         .batch_execute("COMMIT")
         .unwrap_or_else(|e| panic!("COMMIT: {}", describe_error(&e)));
-    let first = conn.read_until_ready();
     assert_eq!(
-        port_in(&first, "the waiting run"),
+        marked_port(&conn.read_until_ready(), "the waiting run"),
         replica1,
         "the run routed before the reload"
     );
     // Parsed again, the same statement is judged by the new configuration.
-    let again = conn.exchange(&batch(), 1);
     assert_eq!(
-        port_in(&again, "the run after the reload"),
+        marked_port(
+            &conn.exchange(&unnamed_marked_call(), 1),
+            "the run after the reload"
+        ),
         cluster.primary_port,
         "the same unnamed statement, parsed after the reload, must run on the primary"
     );
