@@ -13,6 +13,7 @@ mod session;
 pub mod shared;
 mod stats;
 mod stream;
+mod timer_fd;
 pub mod tls;
 mod worker;
 

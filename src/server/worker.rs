@@ -24,8 +24,11 @@ use crate::config::Config;
 use super::conn::{Backend, Client};
 use super::shared::{Shared, UserPools};
 use super::stream::{HandshakeStep, Stream};
+use super::timer_fd::TimerFd;
 
 pub const WAKER: Token = Token(0);
+/// The worker's timerfd (client and backend tokens are small slab keys).
+const TIMER: Token = Token(usize::MAX - 1);
 
 /// Stop reading a peer while the other side has this much unsent output.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -95,6 +98,9 @@ pub struct Worker {
     /// Idle connections of this worker by (pool id, backend index).
     pub idle: foldhash::HashMap<(usize, usize), Vec<usize>>,
     pub timers: BinaryHeap<Reverse<Timer>>,
+    /// Goes off at the earliest timer, so the poll waits without a timeout
+    /// (none if the system refused one: the poll's timeout does it then).
+    timer_fd: Option<TimerFd>,
     /// When the event loop's current pass began (poll returned), or when the
     /// last timers were fired: one clock read per pass serves every
     /// timestamp taken while handling its events.
@@ -217,6 +223,9 @@ impl Worker {
         let config = shared.config();
         let topo = shared.topology();
         let shared_idle_timeout = config.proxy.client_idle_timeout;
+        let timer_fd = TimerFd::new(poll.registry(), TIMER)
+            .map_err(|e| log::warn!("worker {id}: no timerfd ({e}); timing by the poll timeout"))
+            .ok();
         Worker {
             id,
             poll,
@@ -228,6 +237,7 @@ impl Worker {
             backends: Slab::new(),
             idle: Default::default(),
             timers: BinaryHeap::new(),
+            timer_fd,
             scratch: vec![0; READ_CHUNK],
             now: Instant::now(),
             out: Vec::new(),
@@ -274,10 +284,14 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         self.add_timer(Duration::from_secs(1), TimerKind::Maintenance, 0, 0);
         loop {
-            let timeout = self
-                .timers
-                .peek()
-                .map(|Reverse(t)| t.at.saturating_duration_since(self.now));
+            self.arm_timer_fd();
+            let timeout = match self.timer_fd {
+                Some(_) => None,
+                None => self
+                    .timers
+                    .peek()
+                    .map(|Reverse(t)| t.at.saturating_duration_since(self.now)),
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -313,6 +327,13 @@ impl Worker {
         let t = ev.token();
         if t == WAKER {
             self.drain_mailbox();
+            return;
+        }
+        if t == TIMER {
+            // Due timers fire after this pass's events.
+            if let Some(fd) = self.timer_fd.as_mut() {
+                fd.went_off();
+            }
             return;
         }
         let n = t.0 - 1;
@@ -359,6 +380,21 @@ impl Worker {
                 WorkerMsg::Shutdown => self.drain(false),
                 WorkerMsg::ShutdownNow => self.drain(true),
             }
+        }
+    }
+
+    /// Sets the timerfd for the earliest timer, if that changed.
+    fn arm_timer_fd(&mut self) {
+        let Some(fd) = self.timer_fd.as_mut() else {
+            return;
+        };
+        let next = self.timers.peek().map(|Reverse(t)| t.at);
+        if let Err(e) = fd.arm(next) {
+            log::warn!(
+                "worker {}: timerfd failed ({e}); timing by the poll timeout",
+                self.id
+            );
+            self.timer_fd = None;
         }
     }
 
