@@ -139,7 +139,7 @@ def profile(quick):
     # of microseconds between two runs: they run in more, shorter passes, each
     # pass running every target once, back to back (see paired_added).
     return dict(rounds=3, duration=5, syscall_duration=5, select_cells=select_cells,
-                other_cells=other_cells, latency_repeats=3, latency_duration=3)
+                other_cells=other_cells, latency_repeats=5, latency_duration=3)
 
 
 # --------------------------------------------------------------------------
@@ -1323,7 +1323,7 @@ def main():
     ap.add_argument("--workdir", help="empty directory to work in (default: a new temp dir)")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--latency-passes", type=int,
-                    help="override the passes per round of the c=1 rows (quick: 1, full: 3)")
+                    help="override the passes per round of the c=1 rows (quick: 1, full: 5)")
     ap.add_argument("--duration", type=int, help="override seconds per pgbench run")
     ap.add_argument("--idle-threads", type=int, default=8,
                     help="idle-clients threads (default 8)")
