@@ -1,7 +1,9 @@
 //! One event-loop thread: a mio `Poll`, the client sessions and backend
 //! connections it owns (two slabs), its share of the pools' idle connections,
-//! its timers, and its mailbox. Sockets are registered once, edge-triggered,
-//! for both directions; nothing is reregistered per transaction.
+//! its timers (a heap, with a timerfd set for the earliest: the poll waits
+//! without a timeout), and its mailbox. Sockets are registered once,
+//! edge-triggered, for both directions; nothing is reregistered per
+//! transaction.
 //!
 //! This file owns the loop, socket I/O and the mailbox. What a byte means is
 //! decided in `session.rs` (client side), `backend.rs` (backend side) and
